@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libvmaretry - definitions shared by the library's own files.
+ *
+ * The library is built with -fvisibility=hidden: only the declarations of
+ * the public headers, included here under default visibility, can be
+ * exported, and lib/libvmaretry.map picks which of them are.  Everything
+ * declared below is internal: white-box tests reach it through the internal
+ * static library, callers of the shared library never see it.
+ */
+#ifndef VMR_INTERNAL_H
+#define VMR_INTERNAL_H
+
+#pragma GCC visibility push(default)
+#include "vmaretry.h"
+#pragma GCC visibility pop
+
+#include <stddef.h>
+
+#define VMR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#if defined(__GNUC__)
+#define vmr_likely(x) __builtin_expect(!!(x), 1)
+#define vmr_unlikely(x) __builtin_expect(!!(x), 0)
+#else
+#define vmr_likely(x) (x)
+#define vmr_unlikely(x) (x)
+#endif
+
+/*
+ * A broken internal invariant, never bad input: print file:line and the
+ * message on stderr and abort, as liburcu's urcu_die() does.
+ */
+_Noreturn void vmr_die_at(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+#define vmr_die(...) vmr_die_at(__FILE__, __LINE__, __VA_ARGS__)
+#define VMR_BUG_ON(cond)                                                      \
+	do {                                                                  \
+		if (vmr_unlikely(cond))                                       \
+			vmr_die("BUG: %s", #cond);                            \
+	} while (0)
+
+/*
+ * Allocation for every update path of the library.  It can be made to fail
+ * on purpose (vmr_alloc_fail_after()) so that tests reach each -ENOMEM path
+ * and check that it leaves everything unchanged.
+ */
+void *vmr_alloc(size_t size);
+void vmr_free(void *ptr);
+
+/*
+ * Test hook: let the next @n allocations succeed and fail the ones after,
+ * until vmr_alloc_fail_after(-1) switches failure injection off again.
+ */
+void vmr_alloc_fail_after(long n);
+
+/* @flavor, or liburcu's urcu-memb flavor when it is NULL. */
+const struct rcu_flavor_struct *
+vmr_flavor_or_default(const struct rcu_flavor_struct *flavor);
+
+/*
+ * White-box check of a tree's structural invariants (I1-I4 of tree.c) on
+ * its current version.  Writers must be kept out.  Returns NULL if they
+ * hold, else a description of the first one broken.
+ */
+const char *vmr_tree_validate(const struct vmr_tree *tree);
+
+#endif /* VMR_INTERNAL_H */

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers shared by the benchmarks: a clock, medians, a barrier start, and
+ * the BENCH line format of DESIGN.md:
+ *
+ *   BENCH bench=<name> impl=<impl> <key>=<value>... metric=<m> value=<v>
+ *
+ * Every figure a benchmark prints is measured in the same run as the
+ * baselines it is compared with; ratios are printed as
+ * metric=ratio_vs_<impl> lines.
+ */
+#ifndef VMR_BENCH_H
+#define VMR_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in nanoseconds. */
+uint64_t bench_now_ns(void);
+
+/* Median of @n doubles (sorts @v in place). */
+double bench_median(double *v, size_t n);
+
+/* Print one BENCH line: @keys is the part between impl= and metric=. */
+void bench_print(const char *bench, const char *impl, const char *keys,
+		 const char *metric, double value);
+
+/* Read an integer option "--name=value" from argv, or @def. */
+long bench_opt(int argc, char **argv, const char *name, long def);
+
+/* Pin the calling thread to CPU @cpu modulo the CPUs it may use. */
+void bench_pin(unsigned int cpu);
+
+#endif /* VMR_BENCH_H */

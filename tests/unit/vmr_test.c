@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "vmr_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+double vmr_test_seconds(void)
+{
+	const char *s = getenv("VMR_TEST_SECONDS");
+	double v = s ? strtod(s, NULL) : 2.0;
+
+	return v > 0 ? v : 2.0;
+}
+
+uint64_t vmr_test_seed(void)
+{
+	static uint64_t seed;
+	const char *s;
+
+	if (seed)
+		return seed;
+	s = getenv("VMR_TEST_SEED");
+	if (s && *s)
+		seed = strtoull(s, NULL, 0);
+	else
+		seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
+	if (!seed)
+		seed = 1;
+	fprintf(stderr, "VMR_TEST_SEED=%llu\n", (unsigned long long)seed);
+	return seed;
+}
+
+double vmr_test_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int vmr_test_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	vmr_test_seed();
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers shared by the Check suites: run length and seed from the
+ * environment, a small per-thread PRNG, and a main() that runs one suite.
+ *
+ * Concurrent tests run VMR_TEST_SECONDS seconds (default 2; the meson test
+ * setup "long" raises it) and print the seed they use; VMR_TEST_SEED
+ * replays a run.  Worker threads only record what they saw; the test
+ * thread asserts after joining them.
+ */
+#ifndef VMR_TEST_H
+#define VMR_TEST_H
+
+#include <check.h>
+#include <stdint.h>
+
+/* Seconds a concurrent test runs. */
+double vmr_test_seconds(void);
+
+/* The run's seed: VMR_TEST_SEED if set, else fresh; printed once. */
+uint64_t vmr_test_seed(void);
+
+/* Monotonic clock in seconds. */
+double vmr_test_now(void);
+
+/* xorshift64*: a tiny PRNG that each thread owns. */
+struct vmr_rng {
+	uint64_t s;
+};
+
+static inline void vmr_rng_init(struct vmr_rng *r, uint64_t seed)
+{
+	r->s = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
+	if (!r->s)
+		r->s = 1;
+}
+
+static inline uint64_t vmr_rng_next(struct vmr_rng *r)
+{
+	r->s ^= r->s >> 12;
+	r->s ^= r->s << 25;
+	r->s ^= r->s >> 27;
+	return r->s * 0x2545f4914f6cdd1dull;
+}
+
+/* Uniform in [0, n), n > 0. */
+static inline uint64_t vmr_rng_below(struct vmr_rng *r, uint64_t n)
+{
+	return vmr_rng_next(r) % n;
+}
+
+/* Runs @s in Check's fork mode and returns main()'s exit status. */
+int vmr_test_run(Suite *s);
+
+#endif /* VMR_TEST_H */
