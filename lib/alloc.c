@@ -20,20 +20,25 @@ void vmr_alloc_fail_after(long n)
 			      memory_order_relaxed);
 }
 
-void *vmr_alloc(size_t size)
+bool vmr_alloc_injected_failure(void)
 {
 	long budget = atomic_load_explicit(&fail_budget, memory_order_relaxed);
 
-	if (vmr_unlikely(budget >= 0)) {
-		/* Armed: spend one unit of budget, fail once it is gone. */
-		do {
-			if (budget == 0)
-				return NULL;
-		} while (!atomic_compare_exchange_weak_explicit(
-			&fail_budget, &budget, budget - 1,
-			memory_order_relaxed, memory_order_relaxed));
-	}
-	return malloc(size);
+	if (vmr_likely(budget < 0))
+		return false;
+	/* Armed: spend one unit of budget, fail once it is gone. */
+	do {
+		if (budget == 0)
+			return true;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&fail_budget, &budget, budget - 1, memory_order_relaxed,
+		memory_order_relaxed));
+	return false;
+}
+
+void *vmr_alloc(size_t size)
+{
+	return vmr_alloc_injected_failure() ? NULL : malloc(size);
 }
 
 void vmr_free(void *ptr)

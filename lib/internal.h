@@ -49,6 +49,12 @@ void *vmr_alloc(size_t size);
 void vmr_free(void *ptr);
 
 /*
+ * For allocators of the library's own (a recycled-node pool) that must fail
+ * exactly when vmr_alloc() would: true if this allocation is to fail.
+ */
+bool vmr_alloc_injected_failure(void);
+
+/*
  * Test hook: let the next @n allocations succeed and fail the ones after,
  * until vmr_alloc_fail_after(-1) switches failure injection off again.
  */
