@@ -12,5 +12,7 @@
 #include <vmaretry/common.h>
 #include <vmaretry/rcu.h>
 #include <vmaretry/tree.h>
+#include <vmaretry/space.h>
+#include <vmaretry/rangelock.h>
 
 #endif /* VMARETRY_H */

@@ -60,6 +60,15 @@ bool vmr_alloc_injected_failure(void);
  */
 void vmr_alloc_fail_after(long n);
 
+/*
+ * Copy a caller's size-tagged struct (config, descriptor, ops) into ours:
+ * fields the caller's version lacks are zero; a caller's larger version must
+ * be zero past the end of ours (-E2BIG otherwise); NULL @src with a non-zero
+ * size is -EINVAL, with size 0 it means all defaults.
+ */
+int vmr_copy_sized(void *dst, size_t dst_size, const void *src,
+		   size_t src_size);
+
 /* @flavor, or liburcu's urcu-memb flavor when it is NULL. */
 const struct rcu_flavor_struct *
 vmr_flavor_or_default(const struct rcu_flavor_struct *flavor);
