@@ -83,10 +83,29 @@
  * starve a writer.  MISS retries are bounded.  The writer's wait ends
  * when the faults it found release their locks.
  *
- * Measured (tests/bench/bench_lock, 2-vCPU machine, lock+unlock of one
- * fault-sized range, median of 5): see README "Results"; the default
- * barrier is the one that measured faster there.
+ * Measured (build/tests/bench/bench_lock, defaults: 5 interleaved runs of
+ * 200 ms, medians; 2-vCPU VM, 2026-11-23).  Lock + unlock of one page,
+ * million ops/s:
+ *
+ *                     shared region        disjoint regions
+ *                     1 thread  2 threads  1 thread  2 threads
+ *   vmr (fence)         31.6      65.6       40.6      77.1
+ *   vmr (membarrier)    39.2      70.7
+ *   refcount (kernel)   39.2      34.6
+ *   ck_rwlock/region    43.1      32.6
+ *   global rwlock       39.7      24.6
+ *
+ * One thread pays for three locked instructions (claim, publish, release)
+ * where a counter pays two: 0.6-0.8x the baselines.  Two threads in one
+ * region: 2.08x our own one-thread figure and 1.9x the refcount, whose
+ * shared line halves its throughput.  The membarrier barrier saves one
+ * locked instruction per fault but makes each writer 5-8x slower (a
+ * membarrier() per write lock: 0.3 M vs 0.06 M map/protect/unmap per
+ * second) and interrupts every reader's CPU, which cost the readers more
+ * than it saved them (0.36-0.44x of their no-writer throughput, against
+ * 0.67-0.78x with the fence).  So the fence is the default.
  */
+
 /* liburcu's inline read side for the default flavor (LGPL, as we are). */
 #define _LGPL_SOURCE
 #include <urcu/urcu-memb.h>

@@ -50,7 +50,8 @@ enum vmr_lock_granularity {
 
 /**
  * enum vmr_reader_barrier - how a fault's read lock is ordered against writers
- * @VMR_BARRIER_AUTO: the default (currently VMR_BARRIER_FENCE)
+ * @VMR_BARRIER_AUTO: the default, VMR_BARRIER_FENCE (which measured better
+ *                    overall: see lib/rangelock.c)
  * @VMR_BARRIER_FENCE: each read lock executes one full barrier (a locked
  *                     instruction on x86); writers need no system call
  * @VMR_BARRIER_MEMBARRIER: read locks execute no barrier; each write lock

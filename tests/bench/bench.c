@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "bench.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,14 @@ double bench_median(double *v, size_t n)
 void bench_print(const char *bench, const char *impl, const char *keys,
 		 const char *metric, double value)
 {
-	printf("BENCH bench=%s impl=%s%s%s metric=%s value=%.4g\n", bench, impl,
+	bench_print_keys(bench, NULL, impl, keys, metric, value);
+}
+
+void bench_print_keys(const char *bench, const char *head, const char *impl,
+		      const char *keys, const char *metric, double value)
+{
+	printf("BENCH bench=%s%s%s impl=%s%s%s metric=%s value=%.4g\n", bench,
+	       head && *head ? " " : "", head ? head : "", impl,
 	       keys && *keys ? " " : "", keys ? keys : "", metric, value);
 	fflush(stdout);
 }
@@ -71,4 +79,32 @@ void bench_pin(unsigned int cpu)
 			return;
 		}
 	}
+}
+
+unsigned int bench_nr_cpus(void)
+{
+	cpu_set_t allowed;
+	int n;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed))
+		return 1;
+	n = CPU_COUNT(&allowed);
+	return n > 0 ? (unsigned int)n : 1;
+}
+
+void bench_sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+uint64_t bench_rand(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
 }

@@ -25,10 +25,27 @@ double bench_median(double *v, size_t n);
 void bench_print(const char *bench, const char *impl, const char *keys,
 		 const char *metric, double value);
 
+/*
+ * Print one BENCH line with keys on both sides of impl=:
+ *   BENCH bench=<bench> <head> impl=<impl> <keys> metric=<m> value=<v>
+ * @head (e.g. "case=shared") and @keys may each be NULL or empty.
+ */
+void bench_print_keys(const char *bench, const char *head, const char *impl,
+		      const char *keys, const char *metric, double value);
+
 /* Read an integer option "--name=value" from argv, or @def. */
 long bench_opt(int argc, char **argv, const char *name, long def);
 
 /* Pin the calling thread to CPU @cpu modulo the CPUs it may use. */
 void bench_pin(unsigned int cpu);
+
+/* How many CPUs the calling thread may run on (at least 1). */
+unsigned int bench_nr_cpus(void);
+
+/* Sleep @ms milliseconds, resuming after a signal. */
+void bench_sleep_ms(long ms);
+
+/* splitmix64: the next pseudo-random number of the sequence *@state. */
+uint64_t bench_rand(uint64_t *state);
 
 #endif /* VMR_BENCH_H */
