@@ -41,6 +41,12 @@ _Noreturn void vmr_die_at(const char *file, int line, const char *fmt, ...)
 	} while (0)
 
 /*
+ * Lock misuse by the caller (unlocking what is not held, ...): -EPERM, or,
+ * built with debug_checks (VMR_DEBUG), an abort that says @what.
+ */
+int vmr_misuse(const char *what);
+
+/*
  * Allocation for every update path of the library.  It can be made to fail
  * on purpose (vmr_alloc_fail_after()) so that tests reach each -ENOMEM path
  * and check that it leaves everything unchanged.

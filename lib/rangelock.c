@@ -235,16 +235,6 @@ size_t vmr_slots_held(const struct vmr_slot_table *table,
 	return n;
 }
 
-static int misuse(const char *what)
-{
-#ifdef VMR_DEBUG
-	vmr_die("VMA-range lock misuse: %s", what);
-#else
-	(void)what;
-	return -EPERM;
-#endif
-}
-
 /* ---- read side --------------------------------------------------------- */
 
 /* Release a slot claimed when its word was @free. */
@@ -398,12 +388,12 @@ int vmr_range_read_unlock(struct vmr_range_lock *lock)
 	uint32_t w;
 
 	if (!lock || !lock->slot)
-		return lock ? misuse("unlock of a lock that is not held") :
+		return lock ? vmr_misuse("range read unlock of a lock not held") :
 			      -EINVAL;
 	s = lock->slot;
 	w = atomic_load_explicit(&s->word, memory_order_relaxed);
 	if ((w & ~SLOT_WAITER) != (lock->seq | SLOT_BUSY | SLOT_PUB))
-		return misuse("unlock of a lock released already");
+		return vmr_misuse("range read unlock of a lock released already");
 	lock->slot = NULL;
 	slot_release(s, lock->seq);
 	return 0;
@@ -513,7 +503,7 @@ int vmr_range_write_lock(struct vmr_space *space, uintptr_t start,
 	    (end & space->page_mask))
 		return -EINVAL;
 	if (!vmr_space_lock_is_owner(&space->lock))
-		return misuse("write lock without the space write lock");
+		return vmr_misuse("range write lock without the space write lock");
 	vmr_range_write_lock_held(space, start, end);
 	return 0;
 }

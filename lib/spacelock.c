@@ -86,16 +86,6 @@ bool vmr_space_lock_is_owner(const struct vmr_space_lock *lock)
 				    memory_order_relaxed) == vmr_thread_self();
 }
 
-static int misuse(const char *what)
-{
-#ifdef VMR_DEBUG
-	vmr_die("space lock misuse: %s", what);
-#else
-	(void)what;
-	return -EPERM;
-#endif
-}
-
 static bool read_trylock(struct vmr_space_lock *lock)
 {
 	uint32_t s = atomic_load_explicit(&lock->state, memory_order_relaxed);
@@ -150,7 +140,7 @@ int vmr_space_read_unlock(struct vmr_space *space)
 	s = atomic_load_explicit(&lock->state, memory_order_relaxed);
 	do {
 		if (!(s & READERS))
-			return misuse("read unlock of an unlocked space lock");
+			return vmr_misuse("space read unlock with no reader");
 		/* Pairs with the acquire of the next writer's drain wait. */
 	} while (!atomic_compare_exchange_weak_explicit(
 		&lock->state, &s, s - 1, memory_order_release,
@@ -227,7 +217,7 @@ static int write_release(struct vmr_space *space, uint32_t readers,
 		return -EINVAL;
 	lock = &space->lock;
 	if (!vmr_space_lock_is_owner(lock))
-		return misuse(what);
+		return vmr_misuse(what);
 	atomic_store_explicit(&lock->owner, NULL, memory_order_relaxed);
 	/* Even: every range write lock of this hold is released. */
 	atomic_fetch_add_explicit(&lock->seq, 1, memory_order_release);
@@ -242,13 +232,13 @@ static int write_release(struct vmr_space *space, uint32_t readers,
 int vmr_space_write_unlock(struct vmr_space *space)
 {
 	return write_release(space, 0,
-			     "write unlock by a thread that is not the writer");
+			     "space write unlock by a thread not the writer");
 }
 
 int vmr_space_write_downgrade(struct vmr_space *space)
 {
 	return write_release(space, 1,
-			     "downgrade by a thread that is not the writer");
+			     "space downgrade by a thread not the writer");
 }
 
 bool vmr_space_is_write_locked(const struct vmr_space *space)
