@@ -14,5 +14,8 @@
 #include <vmaretry/tree.h>
 #include <vmaretry/space.h>
 #include <vmaretry/rangelock.h>
+#include <vmaretry/stats.h>
+#include <vmaretry/fault.h>
+#include <vmaretry/pagewait.h>
 
 #endif /* VMARETRY_H */

@@ -248,7 +248,7 @@ int vmr_map(struct vmr_space *space, const struct vmr_region_desc *desc,
 	if (err)
 		return err;
 	if (!range_ok(space, d.start, d.len) || (d.prot & ~PROT_ALL) ||
-	    (d.offset & space->page_mask))
+	    (d.offset & space->page_mask) || (unsigned int)d.policy > VMR_HOLD_IO)
 		return -EINVAL;
 	r = vmr_region_alloc(space);
 	if (!r)
@@ -262,6 +262,7 @@ int vmr_map(struct vmr_space *space, const struct vmr_region_desc *desc,
 	r->end = d.start + d.len;
 	r->prot = d.prot;
 	r->offset = d.offset;
+	r->policy = d.policy;
 	r->private_data = d.private_data;
 	u.start = r->start;
 	u.end = r->end;

@@ -9,6 +9,9 @@
 
 #include "internal.h"
 
+#include <vmaretry/stats.h>
+#include <vmaretry/pagewait.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <urcu/call-rcu.h>
@@ -38,28 +41,72 @@ bool vmr_space_lock_is_owner(const struct vmr_space_lock *lock);
 /* A token unique to the calling thread while it lives. */
 const void *vmr_thread_self(void);
 
-/* The reader-slot table of the VMA-range lock, lib/rangelock.c. */
-struct vmr_slot;
-struct vmr_slot_table {
-	struct vmr_slot *slots;
-	uint32_t mask;
-	bool membarrier;
+/*
+ * A thread's state in one space (lib/thread.c): its VMA-range read lock
+ * (lib/rangelock.c) and its counters (lib/stats.c).  Written on the fast
+ * path only by its thread; read by writers scanning for readers and by
+ * vmr_space_stats().
+ */
+#define VMR_NR_COUNTERS (sizeof(struct vmr_stats) / sizeof(uint64_t))
+#define VMR_STAT(field) (offsetof(struct vmr_stats, field) / sizeof(uint64_t))
+
+struct vmr_thread;
+
+struct vmr_tstate {
+	_Atomic uint32_t word;  /* HELD, WAITER, generation */
+	_Atomic uint32_t waiter; /* membarrier mode: a writer sleeps on word */
+	_Atomic(const struct vmr_region *) region;
+	_Atomic uintptr_t start;
+	_Atomic uintptr_t end;
+	_Atomic(struct vmr_thread *) owner; /* NULL: orphan, adoptable */
+	_Atomic uint64_t count[VMR_NR_COUNTERS]
+		__attribute__((aligned(VMR_CACHELINE)));
+} __attribute__((aligned(VMR_CACHELINE)));
+
+#define VMR_TSTATE_CHUNK 64u
+#define VMR_TSTATE_MAX (VMR_TSTATE_CHUNK * 1024u)
+
+struct vmr_tstate_table {
+	_Atomic uint32_t nr;  /* published tstates; only grows */
+	pthread_mutex_t lock; /* serialises claims */
+	struct vmr_tstate *chunks[VMR_TSTATE_MAX / VMR_TSTATE_CHUNK];
 };
 
-int vmr_slots_init(struct vmr_slot_table *table, unsigned int nr,
-		   enum vmr_reader_barrier barrier);
-void vmr_slots_fini(struct vmr_slot_table *table);
-/* Some read lock is held (or being taken). */
-bool vmr_slots_busy(const struct vmr_slot_table *table);
+int vmr_tstates_init(struct vmr_tstate_table *table);
+void vmr_tstates_fini(struct vmr_space *space);
+struct vmr_tstate *vmr_tstate_at(const struct vmr_tstate_table *table,
+				 uint32_t i);
+/* The calling thread's tstate in @space; NULL if out of memory or full. */
+struct vmr_tstate *vmr_tstate_get(struct vmr_space *space);
+uint64_t vmr_space_id_new(void);
+
+/* Count @n more of counter @idx on the calling thread's own tstate. */
+static inline void vmr_count(struct vmr_tstate *ts, size_t idx, uint64_t n)
+{
+	/* Only the owner writes: no read-modify-write needed. */
+	atomic_store_explicit(&ts->count[idx],
+			      atomic_load_explicit(&ts->count[idx],
+						   memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+/* Count one event of @ns nanoseconds in histogram @hist (a VMR_STAT). */
+void vmr_count_hist(struct vmr_tstate *ts, size_t hist, uint64_t ns);
+
+/* Monotonic nanoseconds. */
+uint64_t vmr_now_ns(void);
+
+/* Some read lock of the space is held (or being taken). */
+bool vmr_readers_busy(const struct vmr_space *space);
 /* Some held read lock holds @region. */
-bool vmr_slots_hold(const struct vmr_slot_table *table,
-		    const struct vmr_region *region);
+bool vmr_readers_hold(const struct vmr_space *space,
+		      const struct vmr_region *region);
 /*
- * Store the regions held by published read locks in @out (up to @max, with
- * repeats); return how many, or @max + 1 if there were more.
+ * Store the regions held by read locks in @out (up to @max, with repeats);
+ * return how many, or @max + 1 if there were more.
  */
-size_t vmr_slots_held(const struct vmr_slot_table *table,
-		      const struct vmr_region **out, size_t max);
+size_t vmr_readers_held(const struct vmr_space *space,
+			const struct vmr_region **out, size_t max);
 
 struct vmr_region {
 	/* Immutable once published. */
@@ -67,6 +114,7 @@ struct vmr_region {
 	uintptr_t end;
 	uint64_t offset;
 	unsigned int prot;
+	unsigned int policy; /* enum vmr_retry_policy; 0: the space's */
 	struct vmr_space *space;
 	struct vmr_region_ops ops;
 	void *private_data;
@@ -87,13 +135,34 @@ struct vmr_space {
 	/* Read by every fault; written only at creation. */
 	struct vmr_tree *tree;
 	const struct rcu_flavor_struct *flavor;
+	uint64_t id; /* unique among all spaces ever made */
 	uintptr_t page_mask; /* page_size - 1 */
 	enum vmr_lock_granularity granularity;
-	struct vmr_slot_table slots;
+	bool membarrier; /* VMR_BARRIER_MEMBARRIER */
+	bool time_faults; /* VMR_SPACE_TIME_FAULTS */
+	unsigned int policy; /* enum vmr_retry_policy, never DEFAULT */
+	unsigned int vma_retry_max;
+	unsigned int space_retry_max;
+	_Atomic bool dying; /* vmr_space_shutdown() */
 	/* Regions detached and not yet closed. */
 	_Atomic long zombies __attribute__((aligned(VMR_CACHELINE)));
 	struct vmr_space_lock lock;
+	struct vmr_tstate_table tstates;
+	/* vmr_space_stats_reset(): what the counters said then. */
+	pthread_mutex_t stats_lock;
+	uint64_t stats_base[VMR_NR_COUNTERS];
+	/* Page maps whose waits vmr_space_shutdown() must end. */
+	pthread_mutex_t maps_lock;
+	struct vmr_pagemap *maps;
 };
+
+/* Wake every waiter of every page map of @space (shutdown). */
+void vmr_pagemaps_wake_all(struct vmr_space *space);
+/* Sleep until @index is unlocked (@take: and lock it); 0 or -EINTR. */
+int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
+		  bool take);
+/* Drop the page pin a fault holds, if any. */
+void vmr_fault_unpin(struct vmr_fault *vmf);
 
 static inline bool vmr_ranges_overlap(uintptr_t s1, uintptr_t e1, uintptr_t s2,
 				      uintptr_t e2)
@@ -103,6 +172,8 @@ static inline bool vmr_ranges_overlap(uintptr_t s1, uintptr_t e1, uintptr_t s2,
 
 /* Write-lock state, lib/rangelock.c; the space lock is held for write. */
 
+/* 0, or -ENOSYS: registers the process for membarrier(PRIVATE_EXPEDITED). */
+int vmr_membarrier_register(void);
 /* Mark [start, end) of @region (all of it under VMR_LOCK_REGION). */
 void vmr_region_mark(struct vmr_space *space, struct vmr_region *region,
 		     uintptr_t start, uintptr_t end);
@@ -119,6 +190,10 @@ void vmr_range_write_lock_held(struct vmr_space *space, uintptr_t start,
 int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 				size_t len, struct vmr_range_lock *lock,
 				unsigned int *misses);
+/* The same, for the caller's tstate @ts (not NULL). */
+int vmr_range_read_lock_ts(struct vmr_space *space, struct vmr_tstate *ts,
+			   uintptr_t addr, size_t len,
+			   struct vmr_range_lock *lock, unsigned int *misses);
 
 /* Region objects, lib/region.c. */
 
@@ -131,8 +206,8 @@ struct vmr_region *vmr_region_cut(const struct vmr_region *from,
 void vmr_region_discard(struct vmr_region *region);
 /*
  * Retirement batches: detach each region added, then, once nothing reaches
- * them any more, close and free them (one grace period and one slot scan
- * per batch, not per region).
+ * them any more, close and free them (one grace period and one scan of the
+ * read locks per batch, not per region).
  */
 struct vmr_retire_batch {
 	struct vmr_space *space;

@@ -4,50 +4,53 @@
  *
  * Design
  * ------
- * Reader-biased visible-reader slots, after BRAVO (Dice & Kogan, ATC'19):
+ * Visible readers, after BRAVO (Dice & Kogan, ATC'19), one per thread:
  * instead of a reader count per region (the kernel's vm_refcnt, one cache
- * line every fault in a region writes), each space has a table of
- * cache-line-sized reader slots.  A fault claims the slot its thread hashes
- * to (each thread gets its own index on first use, so in practice it finds
- * the same free slot every time, in its own cache), writes there what it
- * holds (region and address range), and checks the region's write marks.
- * A writer marks the ranges it will change on the regions (kernel
- * vma_start_write's vm_lock_seq), then scans the table and waits for the
- * slots whose held range overlaps.  Lock state per region is four words
- * (write_seq, write_start, write_end, detached) whatever the thread count;
- * the table is per space (reader_slots x 64 bytes, 64 KiB by default).
+ * line that every fault in a region writes), each thread that faults in a
+ * space has a state of its own there (struct vmr_tstate, lib/thread.c).
+ * A fault writes into its own state what it holds (region and address
+ * range) and checks the region's write marks.  A writer marks the ranges
+ * it will change on the regions (kernel vma_start_write()'s vm_lock_seq),
+ * then scans the threads' states and waits for those whose held range
+ * overlaps.  Lock state per region is four words (write_seq, write_start,
+ * write_end, detached) whatever the thread count; per space, one state per
+ * thread that ever faulted there (reused when a thread exits).
  *
  * The alternative considered, a lock-free list range lock (Kogan, Dice &
  * Issa, EuroSys'20), makes every reader of a region insert a node into
  * that region's list with a CAS on a shared link: exactly the shared write
  * this lock exists to avoid when many threads fault in one big region.
- * The slot table costs the writer instead: one scan of the table per write
- * lock, where a fault costs one claim and one release of a line it owns.
- * Measurements: see the figures below and tests/bench/bench_lock.c.
+ * The states cost the writer instead: one scan of them per write lock,
+ * where a fault costs a store and a release on a line its thread owns.  A
+ * first version hashed threads to a table of slots claimed by CAS; making
+ * the state the thread's own removed the claim, one of three locked
+ * instructions per fault (and gave the counters a home without atomics).
  *
- * Conflicts are decided by address, not by region: a slot holds the
- * address range [start, end) of its lock, and a writer waits for every slot
- * whose range overlaps the range it write-locks.  This matters because an
- * update replaces the regions it changes by new ones (a region's bounds
- * never change): a fault may still hold the old region over pages the
- * update did not touch, and a later writer of those pages, marking the new
- * region, must still wait for it.
+ * Conflicts are decided by address, not by region: a state holds the
+ * address range [start, end) of its lock, and a writer waits for every
+ * state whose range overlaps the range it write-locks.  This matters
+ * because an update replaces the regions it changes by new ones (a
+ * region's bounds never change): a fault may still hold the old region
+ * over pages the update did not touch, and a later writer of those pages,
+ * marking the new region, must still wait for it.
  *
- * Slot word (futex): BUSY (claimed), PUB (range published: the holder will
- * check the marks, or has), WAITER (a writer sleeps on it), and a
- * generation above them that each release bumps.
+ * State word (a futex): HELD, WAITER (a writer sleeps on it, fence mode),
+ * and a generation above them that each release bumps.  A thread holds at
+ * most one fast-path read lock per space at a time; a second one while the
+ * first is held fails with -EBUSY, and the fault falls back to the space
+ * lock.
  *
  *   read lock   (under RCU, after the tree lookup found region R):
- *     1. claim: CAS a free slot word to BUSY (probing up to SLOT_PROBES
- *        slots from the thread's own), or fail with -EBUSY (ABORT);
- *     2. store R, start, end in the slot;
- *     3. publish: fetch_or PUB (a full barrier)  [VMR_BARRIER_FENCE]
- *                 nothing, PUB was set by the claim [VMR_BARRIER_MEMBARRIER]
- *     4. check: R write-locked over an overlapping range -> release,
+ *     1. store R, start, end in the thread's state;
+ *     2. publish: exchange the word to HELD (a full barrier) [FENCE]
+ *                 store the word, no barrier               [MEMBARRIER]
+ *     3. check: R write-locked over an overlapping range -> release,
  *        -EBUSY (ABORT); else R detached -> release, -EAGAIN (MISS: look
  *        up again).  In this order: see region_check().
- *   read unlock: exchange the word to the next free generation; if WAITER
- *     was set, wake the writer.
+ *   read unlock [FENCE]: exchange the word to the next free generation; if
+ *     WAITER was set, wake the writer.
+ *   read unlock [MEMBARRIER]: store the next generation, then read the
+ *     state's waiter flag; if set, wake the writer.
  *   write lock  (space lock held for write):
  *     a. mark: each region meeting the range gets write_start/write_end
  *        (extended to cover earlier marks of this hold) and then
@@ -55,28 +58,32 @@
  *     b. barrier: a full fence [FENCE], or membarrier(PRIVATE_EXPEDITED)
  *        [MEMBARRIER], which runs a full barrier on every CPU that runs a
  *        thread of the process;
- *     c. scan: for each PUB slot whose range overlaps, set WAITER and sleep
- *        until the slot's generation moves on.
+ *     c. scan: for each HELD state whose range overlaps, wait until its
+ *        generation moves on: [FENCE] set WAITER in the word by CAS and
+ *        sleep on it; [MEMBARRIER] set the waiter flag, membarrier(), and
+ *        sleep on the word if it still holds the same generation.
  *   write unlock: the space lock's seq becomes even; no mark matches it.
  *
  * Why a fault and a writer cannot both go ahead (Dekker): the fault stores
- * its slot then loads the marks (3-4), the writer stores the marks then
- * loads the slots (a-c), with a full barrier between on both sides (the
- * publish RMW and the writer's fence are seq_cst; with membarrier, the
- * barrier runs on the fault's CPU between any two of its instructions).
- * So either the fault's load sees the mark and it backs off, or the
- * writer's scan sees the published slot and waits for it.  A slot the
- * writer sees with stale contents (a reader between claim and publish, or
- * one reusing the slot) belongs to a fault whose check comes after the
- * writer's marks, so skipping it is safe, and waiting for it is merely
- * early.  The writer waits for the hold it saw (its generation), not for
- * later holds of the same slot: those were checked against its marks.
+ * its state then loads the marks (1-3), the writer stores the marks then
+ * loads the states (a-c), with a full barrier between on both sides (the
+ * publishing exchange and the writer's fence are seq_cst; with membarrier,
+ * the barrier runs on the fault's CPU between any two of its
+ * instructions).  So either the fault's load sees the mark and it backs
+ * off, or the writer's scan sees the held state and waits for it.  A
+ * state the writer sees HELD with a range from an earlier hold belongs to a
+ * fault whose check comes after the writer's marks: skipping it is safe,
+ * waiting for it merely early.  The writer waits for the hold it saw (its
+ * generation), not for later holds of the same state: those were checked
+ * against its marks.  The same argument, with the waiter flag and the
+ * word swapped, shows that a membarrier-mode unlock cannot miss a writer
+ * that went to sleep on it.
  *
  * Detach: an update publishes its new tree version first and marks the
  * regions it replaced detached after it, so a fault that sees detached
  * looks up again and finds the new version (no MISS loop).  A detached
  * region is freed only after a grace period (no lookup can return it) in
- * which no published slot holds it (lib/region.c).
+ * which no held state holds it (lib/region.c).
  *
  * Progress: a read lock never waits; it fails and the fault falls back to
  * the space lock, whose write holder is the writer, so new faults cannot
@@ -121,135 +128,108 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define SLOT_BUSY 0x1u
-#define SLOT_PUB 0x2u
-#define SLOT_WAITER 0x4u
-#define SLOT_GEN 0x8u /* one generation */
-#define SLOT_FLAGS (SLOT_GEN - 1)
+#define WORD_HELD 0x1u
+#define WORD_WAITER 0x2u
+#define WORD_GEN 0x4u /* one generation */
+#define WORD_FLAGS (WORD_GEN - 1)
 
-#define SLOT_PROBES 8
 #define MISS_MAX 8
-#define DEFAULT_SLOTS 1024u
-#define MAX_SLOTS (1u << 20)
-
-struct vmr_slot {
-	_Atomic uint32_t word;
-	_Atomic(const struct vmr_region *) region;
-	_Atomic uintptr_t start;
-	_Atomic uintptr_t end;
-} __attribute__((aligned(VMR_CACHELINE)));
-
-static _Atomic uint32_t next_thread_index;
-static _Thread_local uint32_t thread_index_plus1;
-
-/* The calling thread's home slot index: consecutive threads, distinct slots. */
-static inline uint32_t thread_index(void)
-{
-	uint32_t i = thread_index_plus1;
-
-	if (vmr_unlikely(!i)) {
-		i = atomic_fetch_add_explicit(&next_thread_index, 1,
-					      memory_order_relaxed) + 1;
-		thread_index_plus1 = i;
-	}
-	return i - 1;
-}
 
 static long sys_membarrier(int cmd)
 {
 	return syscall(__NR_membarrier, cmd, 0, 0);
 }
 
-int vmr_slots_init(struct vmr_slot_table *table, unsigned int nr,
-		   enum vmr_reader_barrier barrier)
+int vmr_membarrier_register(void)
 {
-	uint32_t n = 1;
+	long cmds = sys_membarrier(MEMBARRIER_CMD_QUERY);
 
-	if (nr == 0)
-		nr = DEFAULT_SLOTS;
-	if (nr > MAX_SLOTS)
-		return -EINVAL;
-	while (n < nr)
-		n <<= 1;
-	table->membarrier = barrier == VMR_BARRIER_MEMBARRIER;
-	if (table->membarrier) {
-		long cmds = sys_membarrier(MEMBARRIER_CMD_QUERY);
-
-		if (cmds < 0 ||
-		    !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
-		    sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED))
-			return -ENOSYS;
-	}
-	if (vmr_alloc_injected_failure() ||
-	    posix_memalign((void **)&table->slots, VMR_CACHELINE,
-			   n * sizeof(*table->slots)))
-		return -ENOMEM;
-	memset(table->slots, 0, n * sizeof(*table->slots));
-	table->mask = n - 1;
+	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
+	    sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED))
+		return -ENOSYS;
 	return 0;
 }
 
-void vmr_slots_fini(struct vmr_slot_table *table)
+static void membarrier(void)
 {
-	free(table->slots);
-	table->slots = NULL;
+	if (sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		vmr_die("membarrier failed after registration");
 }
 
-bool vmr_slots_busy(const struct vmr_slot_table *table)
+/* Visit every published tstate of @space. */
+#define for_each_tstate(space, i, ts)                                         \
+	for (uint32_t i = 0, nr_ = atomic_load_explicit(                       \
+				     &(space)->tstates.nr,                     \
+				     memory_order_acquire);                    \
+	     i < nr_ && ((ts) = vmr_tstate_at(&(space)->tstates, i), 1); i++)
+
+bool vmr_readers_busy(const struct vmr_space *space)
 {
-	for (uint32_t i = 0; i <= table->mask; i++)
-		if (atomic_load(&table->slots[i].word) & SLOT_BUSY)
+	struct vmr_tstate *ts;
+
+	for_each_tstate(space, i, ts)
+		if (atomic_load(&ts->word) & WORD_HELD)
 			return true;
 	return false;
 }
 
-bool vmr_slots_hold(const struct vmr_slot_table *table,
-		    const struct vmr_region *region)
+size_t vmr_readers_held(const struct vmr_space *space,
+			const struct vmr_region **out, size_t max)
 {
-	for (uint32_t i = 0; i <= table->mask; i++) {
-		struct vmr_slot *s = &table->slots[i];
-
-		if ((atomic_load(&s->word) & SLOT_PUB) &&
-		    atomic_load_explicit(&s->region, memory_order_relaxed) ==
-			    region)
-			return true;
-	}
-	return false;
-}
-
-size_t vmr_slots_held(const struct vmr_slot_table *table,
-		      const struct vmr_region **out, size_t max)
-{
+	struct vmr_tstate *ts;
 	size_t n = 0;
 
-	for (uint32_t i = 0; i <= table->mask; i++) {
-		struct vmr_slot *s = &table->slots[i];
-
-		if (!(atomic_load(&s->word) & SLOT_PUB))
+	for_each_tstate(space, i, ts) {
+		if (!(atomic_load(&ts->word) & WORD_HELD))
 			continue;
 		if (n == max)
 			return max + 1;
-		out[n++] = atomic_load_explicit(&s->region,
+		out[n++] = atomic_load_explicit(&ts->region,
 						memory_order_relaxed);
 	}
 	return n;
 }
 
+bool vmr_readers_hold(const struct vmr_space *space,
+		      const struct vmr_region *region)
+{
+	struct vmr_tstate *ts;
+
+	for_each_tstate(space, i, ts)
+		if ((atomic_load(&ts->word) & WORD_HELD) &&
+		    atomic_load_explicit(&ts->region, memory_order_relaxed) ==
+			    region)
+			return true;
+	return false;
+}
+
 /* ---- read side --------------------------------------------------------- */
 
-/* Release a slot claimed when its word was @free. */
-static inline void slot_release(struct vmr_slot *s, uint32_t free)
+/* Release a hold taken when the word was @free. */
+static inline void state_release(const struct vmr_space *space,
+				 struct vmr_tstate *ts, uint32_t free)
 {
-	/* Pairs with the acquire of a writer re-reading the word. */
-	uint32_t old = atomic_exchange_explicit(&s->word, free + SLOT_GEN,
-						memory_order_release);
+	uint32_t old;
 
-	if (vmr_unlikely(old & SLOT_WAITER))
-		vmr_futex_wake(&s->word, INT_MAX);
+	if (space->membarrier) {
+		atomic_store_explicit(&ts->word, free + WORD_GEN,
+				      memory_order_release);
+		/* The writer's membarrier() orders this load after the store. */
+		atomic_signal_fence(memory_order_seq_cst);
+		if (vmr_unlikely(atomic_load_explicit(&ts->waiter,
+						      memory_order_relaxed)))
+			vmr_futex_wake(&ts->word, INT_MAX);
+		return;
+	}
+	/* Pairs with the acquire of a writer re-reading the word. */
+	old = atomic_exchange_explicit(&ts->word, free + WORD_GEN,
+				       memory_order_release);
+	if (vmr_unlikely(old & WORD_WAITER))
+		vmr_futex_wake(&ts->word, INT_MAX);
 }
 
 /*
- * Step 4: may the fault keep its lock on @r over [start, end)?  The mark is
+ * Step 3: may the fault keep its lock on @r over [start, end)?  The mark is
  * read before detached, and the order matters: a fault that finds the mark
  * of a write hold that has ended (the space lock's seq moved on) acquired,
  * through that seq, everything the hold did, the detach of @r included.
@@ -272,56 +252,46 @@ static inline int region_check(struct vmr_space *space,
 	return 0;
 }
 
-/* Steps 1-4 for region @r over [start, end). */
-static int slot_lock(struct vmr_space *space, struct vmr_region *r,
-		     uintptr_t start, uintptr_t end,
-		     struct vmr_range_lock *lock)
+/* Steps 1-3 for region @r over [start, end) on the thread's state @ts. */
+static int state_lock(struct vmr_space *space, struct vmr_tstate *ts,
+		      struct vmr_region *r, uintptr_t start, uintptr_t end,
+		      struct vmr_range_lock *lock)
 {
-	struct vmr_slot_table *t = &space->slots;
-	uint32_t home = thread_index(), claim, v;
-	struct vmr_slot *s;
+	uint32_t v = atomic_load_explicit(&ts->word, memory_order_relaxed);
 	int ret;
 
-	claim = t->membarrier ? SLOT_BUSY | SLOT_PUB : SLOT_BUSY;
-	for (unsigned int i = 0; i < SLOT_PROBES; i++) {
-		s = &t->slots[(home + i) & t->mask];
-		v = atomic_load_explicit(&s->word, memory_order_relaxed);
-		if (v & SLOT_BUSY)
-			continue;
-		if (!atomic_compare_exchange_strong_explicit(
-			    &s->word, &v, v | claim, memory_order_acquire,
-			    memory_order_relaxed))
-			continue;
-		atomic_store_explicit(&s->region, r, memory_order_relaxed);
-		atomic_store_explicit(&s->start, start, memory_order_relaxed);
-		atomic_store_explicit(&s->end, end, memory_order_relaxed);
-		if (t->membarrier)
-			/* The writer's membarrier() orders us. */
-			atomic_signal_fence(memory_order_seq_cst);
-		else
-			/* Pairs with the fence in vmr_range_drain(). */
-			atomic_fetch_or_explicit(&s->word, SLOT_PUB,
-						 memory_order_seq_cst);
-		ret = region_check(space, r, start, end);
-		if (ret) {
-			slot_release(s, v);
-			return ret;
-		}
-		lock->region = r;
-		lock->start = start;
-		lock->end = end;
-		lock->slot = s;
-		lock->seq = v;
-		return 0;
+	if (v & WORD_HELD)
+		return -EBUSY; /* this thread holds one already */
+	atomic_store_explicit(&ts->region, r, memory_order_relaxed);
+	atomic_store_explicit(&ts->start, start, memory_order_relaxed);
+	atomic_store_explicit(&ts->end, end, memory_order_relaxed);
+	if (space->membarrier) {
+		atomic_store_explicit(&ts->word, v | WORD_HELD,
+				      memory_order_relaxed);
+		/* The writer's membarrier() orders us. */
+		atomic_signal_fence(memory_order_seq_cst);
+	} else {
+		/* Pairs with the fence in vmr_range_drain(). */
+		atomic_exchange_explicit(&ts->word, v | WORD_HELD,
+					 memory_order_seq_cst);
 	}
-	return -EBUSY;
+	ret = region_check(space, r, start, end);
+	if (ret) {
+		state_release(space, ts, v);
+		return ret;
+	}
+	lock->region = r;
+	lock->start = start;
+	lock->end = end;
+	lock->slot = ts;
+	lock->seq = v;
+	return 0;
 }
 
 /*
  * The fault path's read-side critical section: liburcu's inline fast path
  * for the default flavor (a thread-local counter), the flavor's calls
- * otherwise.  Two indirect calls into liburcu cost about a quarter of an
- * uncontended read lock.
+ * otherwise.
  */
 static inline void fault_rcu_lock(const struct vmr_space *space)
 {
@@ -339,17 +309,15 @@ static inline void fault_rcu_unlock(const struct vmr_space *space)
 		space->flavor->read_unlock();
 }
 
-int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
-				size_t len, struct vmr_range_lock *lock,
-				unsigned int *misses)
+int vmr_range_read_lock_ts(struct vmr_space *space, struct vmr_tstate *ts,
+			   uintptr_t addr, size_t len,
+			   struct vmr_range_lock *lock, unsigned int *misses)
 {
 	uintptr_t start, end, last;
 	struct vmr_region *r;
 	unsigned int tries;
 	int ret = -EAGAIN;
 
-	if (vmr_unlikely(!space || !lock))
-		return -EINVAL;
 	last = addr + (len ? len - 1 : 0);
 	if (vmr_unlikely(last < addr))
 		return -EINVAL;
@@ -364,9 +332,9 @@ int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 			break;
 		}
 		if (space->granularity == VMR_LOCK_REGION)
-			ret = slot_lock(space, r, r->start, r->end, lock);
+			ret = state_lock(space, ts, r, r->start, r->end, lock);
 		else
-			ret = slot_lock(space, r, start, end, lock);
+			ret = state_lock(space, ts, r, start, end, lock);
 		if (ret != -EAGAIN)
 			break;
 		if (misses)
@@ -374,6 +342,20 @@ int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 	}
 	fault_rcu_unlock(space);
 	return ret;
+}
+
+int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
+				size_t len, struct vmr_range_lock *lock,
+				unsigned int *misses)
+{
+	struct vmr_tstate *ts;
+
+	if (vmr_unlikely(!space || !lock))
+		return -EINVAL;
+	ts = vmr_tstate_get(space);
+	if (vmr_unlikely(!ts))
+		return -EBUSY;
+	return vmr_range_read_lock_ts(space, ts, addr, len, lock, misses);
 }
 
 int vmr_range_read_lock(struct vmr_space *space, uintptr_t addr, size_t len,
@@ -384,18 +366,18 @@ int vmr_range_read_lock(struct vmr_space *space, uintptr_t addr, size_t len,
 
 int vmr_range_read_unlock(struct vmr_range_lock *lock)
 {
-	struct vmr_slot *s;
+	struct vmr_tstate *ts;
 	uint32_t w;
 
 	if (!lock || !lock->slot)
 		return lock ? vmr_misuse("range read unlock of a lock not held") :
 			      -EINVAL;
-	s = lock->slot;
-	w = atomic_load_explicit(&s->word, memory_order_relaxed);
-	if ((w & ~SLOT_WAITER) != (lock->seq | SLOT_BUSY | SLOT_PUB))
+	ts = lock->slot;
+	w = atomic_load_explicit(&ts->word, memory_order_relaxed);
+	if ((w & ~WORD_WAITER) != (lock->seq | WORD_HELD))
 		return vmr_misuse("range read unlock of a lock released already");
 	lock->slot = NULL;
-	slot_release(s, lock->seq);
+	state_release(vmr_region_space(lock->region), ts, lock->seq);
 	return 0;
 }
 
@@ -431,55 +413,68 @@ void vmr_region_mark(struct vmr_space *space, struct vmr_region *region,
 	atomic_store(&region->write_seq, seq);
 }
 
-/* Sleep until the hold of @s seen as word @v has ended. */
-static void slot_wait(struct vmr_slot *s, uint32_t v)
+/* Sleep until the hold of @ts seen as word @v has ended. */
+static void state_wait(struct vmr_space *space, struct vmr_tstate *ts,
+		       uint32_t v)
 {
-	uint32_t gen = v & ~SLOT_FLAGS;
+	uint32_t gen = v & ~WORD_FLAGS;
 
+	if (space->membarrier) {
+		atomic_store_explicit(&ts->waiter, 1, memory_order_relaxed);
+		for (;;) {
+			/* Orders the flag before the word's re-read, and the
+			 * reader's release before its flag check. */
+			membarrier();
+			v = atomic_load_explicit(&ts->word,
+						 memory_order_acquire);
+			if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))
+				break;
+			vmr_futex_wait(&ts->word, v);
+		}
+		atomic_store_explicit(&ts->waiter, 0, memory_order_relaxed);
+		return;
+	}
 	for (;;) {
-		if (!(v & SLOT_WAITER)) {
+		if (!(v & WORD_WAITER)) {
 			if (!atomic_compare_exchange_weak_explicit(
-				    &s->word, &v, v | SLOT_WAITER,
+				    &ts->word, &v, v | WORD_WAITER,
 				    memory_order_relaxed,
 				    memory_order_relaxed)) {
-				if ((v & ~SLOT_FLAGS) != gen || !(v & SLOT_PUB))
+				if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))
 					return;
 				continue;
 			}
-			v |= SLOT_WAITER;
+			v |= WORD_WAITER;
 		}
-		vmr_futex_wait(&s->word, v);
-		/* Pairs with the release in slot_release(). */
-		v = atomic_load_explicit(&s->word, memory_order_acquire);
-		if ((v & ~SLOT_FLAGS) != gen || !(v & SLOT_PUB))
+		vmr_futex_wait(&ts->word, v);
+		/* Pairs with the release in state_release(). */
+		v = atomic_load_explicit(&ts->word, memory_order_acquire);
+		if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))
 			return;
 	}
 }
 
 void vmr_range_drain(struct vmr_space *space, uintptr_t start, uintptr_t end)
 {
-	struct vmr_slot_table *t = &space->slots;
+	struct vmr_tstate *ts;
 
-	if (t->membarrier) {
-		if (sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-			vmr_die("membarrier failed after registration");
-	} else {
-		/* Pairs with the publishing fetch_or in slot_lock(). */
+	if (space->membarrier)
+		membarrier();
+	else
+		/* Pairs with the publishing exchange in state_lock(). */
 		atomic_thread_fence(memory_order_seq_cst);
-	}
-	for (uint32_t i = 0; i <= t->mask; i++) {
-		struct vmr_slot *s = &t->slots[i];
-		uint32_t v = atomic_load(&s->word);
+	for_each_tstate(space, i, ts) {
+		uint32_t v = atomic_load(&ts->word);
 
-		if (!(v & SLOT_PUB))
+		if (!(v & WORD_HELD))
 			continue;
 		if (!vmr_ranges_overlap(start, end,
 					atomic_load_explicit(
-						&s->start, memory_order_relaxed),
+						&ts->start, memory_order_relaxed),
 					atomic_load_explicit(
-						&s->end, memory_order_relaxed)))
+						&ts->end, memory_order_relaxed)))
 			continue;
-		slot_wait(s, v);
+		state_wait(space, ts, v);
 	}
 }
 

@@ -13,8 +13,8 @@
  * without it, and queues reap() with call_rcu().  After that grace period no
  * lookup can return the region, and every fault that found it has finished
  * taking its lock (the lock is taken inside the lookup's read-side critical
- * section) and published it in a reader slot, or given up.  reap() then
- * scans the slots once for the whole batch of regions one update retired:
+ * section) and published it in its thread's state, or given up.  reap() then
+ * scans the states once for the whole batch of regions one update retired:
  * a region a fault still holds (under VMR_LOCK_RANGE it may be handling
  * pages the update did not touch) goes into a new batch queued again;
  * the others are closed and freed.  Holds only end, so this terminates once
@@ -53,6 +53,7 @@ struct vmr_region *vmr_region_cut(const struct vmr_region *from,
 	r->end = end;
 	r->offset = from->offset + (start - from->start);
 	r->prot = from->prot;
+	r->policy = from->policy;
 	r->ops = from->ops;
 	r->private_data = from->private_data;
 	if (r->ops.open)
@@ -71,7 +72,7 @@ static bool still_held(const struct vmr_region *r,
 		       const struct vmr_region *const *held, size_t nr_held)
 {
 	if (nr_held > HELD_MAX)
-		return vmr_slots_hold(&r->space->slots, r);
+		return vmr_readers_hold(r->space, r);
 	for (size_t i = 0; i < nr_held; i++)
 		if (held[i] == r)
 			return true;
@@ -87,8 +88,8 @@ static void reap(struct rcu_head *head)
 	size_t nr_held;
 	long done = 0;
 
-	/* One scan for the batch: the holders are at most the faults. */
-	nr_held = vmr_slots_held(&space->slots, held, HELD_MAX);
+	/* One scan for the batch: the holders are at most the threads. */
+	nr_held = vmr_readers_held(space, held, HELD_MAX);
 	for (; r; r = next) {
 		next = r->retire_next;
 		if (still_held(r, held, nr_held)) {

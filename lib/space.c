@@ -2,8 +2,8 @@
 /*
  * libvmaretry - the address space: creation, teardown, lookups.
  *
- * A space is a region tree, a space lock and a reader-slot table, all fixed
- * at creation.  Teardown refuses while anything is in flight (the space lock
+ * A space is a region tree, a space lock and its threads' states (read
+ * locks and counters, lib/thread.c).  Teardown refuses while anything is in flight (the space lock
  * held or slept on, a range read lock held) rather than waiting: a caller
  * that tears down a space must have stopped its threads first, and a -EBUSY
  * tells it that it has not, where waiting would hide the bug until a thread
@@ -52,35 +52,59 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
 	if (cfg.page_size & (cfg.page_size - 1) ||
 	    (cfg.granularity != VMR_LOCK_REGION &&
 	     cfg.granularity != VMR_LOCK_RANGE) ||
-	    (unsigned int)cfg.barrier > VMR_BARRIER_MEMBARRIER)
+	    (unsigned int)cfg.barrier > VMR_BARRIER_MEMBARRIER ||
+	    (unsigned int)cfg.policy > VMR_HOLD_IO ||
+	    (cfg.flags & ~VMR_SPACE_TIME_FAULTS))
 		return -EINVAL;
 	if (cfg.barrier == VMR_BARRIER_AUTO)
 		cfg.barrier = VMR_BARRIER_FENCE;
+	if (cfg.policy == VMR_POLICY_DEFAULT)
+		cfg.policy = VMR_RETRY_VMA;
 
 	space = vmr_alloc(sizeof(*space));
 	if (!space)
 		return -ENOMEM;
 	memset(space, 0, sizeof(*space));
 	space->flavor = vmr_flavor_or_default(cfg.flavor);
+	space->id = vmr_space_id_new();
 	space->page_mask = cfg.page_size - 1;
 	space->granularity = cfg.granularity;
+	space->membarrier = cfg.barrier == VMR_BARRIER_MEMBARRIER;
+	space->time_faults = cfg.flags & VMR_SPACE_TIME_FAULTS;
+	space->policy = cfg.policy;
+	space->vma_retry_max = cfg.vma_retry_max ? cfg.vma_retry_max : 3;
+	space->space_retry_max = cfg.space_retry_max ? cfg.space_retry_max : 8;
+	atomic_init(&space->dying, false);
 	atomic_init(&space->zombies, 0);
-	err = vmr_slots_init(&space->slots, cfg.reader_slots, cfg.barrier);
+	err = space->membarrier ? vmr_membarrier_register() : 0;
 	if (err)
 		goto free_space;
 	err = vmr_tree_create(space->flavor, &space->tree);
 	if (err)
-		goto free_slots;
+		goto free_space;
 	err = vmr_space_lock_init(&space->lock);
 	if (err)
 		goto free_tree;
+	err = vmr_tstates_init(&space->tstates);
+	if (err)
+		goto free_lock;
+	err = -pthread_mutex_init(&space->stats_lock, NULL);
+	if (err)
+		goto free_tstates;
+	err = -pthread_mutex_init(&space->maps_lock, NULL);
+	if (err)
+		goto free_stats;
 	*spacep = space;
 	return 0;
 
+free_stats:
+	pthread_mutex_destroy(&space->stats_lock);
+free_tstates:
+	vmr_tstates_fini(space);
+free_lock:
+	vmr_space_lock_fini(&space->lock);
 free_tree:
 	vmr_tree_destroy(space->tree, NULL, NULL);
-free_slots:
-	vmr_slots_fini(&space->slots);
 free_space:
 	vmr_free(space);
 	return err;
@@ -97,8 +121,8 @@ int vmr_space_destroy(struct vmr_space *space)
 
 	if (!space)
 		return 0;
-	if (!vmr_space_lock_is_idle(&space->lock) ||
-	    vmr_slots_busy(&space->slots))
+	if (!vmr_space_lock_is_idle(&space->lock) || vmr_readers_busy(space) ||
+	    space->maps)
 		return -EBUSY;
 	/*
 	 * Nothing runs on the space any more: no reader can reach the tree,
@@ -111,7 +135,9 @@ int vmr_space_destroy(struct vmr_space *space)
 	/* Retirements may re-queue themselves: wait until all have closed. */
 	while (atomic_load_explicit(&space->zombies, memory_order_acquire))
 		space->flavor->barrier();
-	vmr_slots_fini(&space->slots);
+	pthread_mutex_destroy(&space->maps_lock);
+	pthread_mutex_destroy(&space->stats_lock);
+	vmr_tstates_fini(space);
 	vmr_space_lock_fini(&space->lock);
 	vmr_free(space);
 	return 0;

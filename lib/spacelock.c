@@ -100,9 +100,32 @@ static bool read_trylock(struct vmr_space_lock *lock)
 	return false;
 }
 
+/* Count an acquisition that began waiting at @start_ns (0: no wait). */
+static void count_acquire(struct vmr_space *space, bool write,
+			  uint64_t start_ns)
+{
+	struct vmr_tstate *ts = vmr_tstate_get(space);
+	uint64_t ns;
+
+	if (!ts)
+		return;
+	vmr_count(ts, write ? VMR_STAT(space_write_locks) :
+			      VMR_STAT(space_read_locks), 1);
+	if (!start_ns)
+		return;
+	ns = vmr_now_ns() - start_ns;
+	vmr_count(ts, write ? VMR_STAT(space_write_waits) :
+			      VMR_STAT(space_read_waits), 1);
+	vmr_count(ts, write ? VMR_STAT(space_write_wait_ns) :
+			      VMR_STAT(space_read_wait_ns), ns);
+	vmr_count_hist(ts, write ? VMR_STAT(space_write_wait_hist) :
+				   VMR_STAT(space_read_wait_hist), ns);
+}
+
 int vmr_space_read_lock(struct vmr_space *space)
 {
 	struct vmr_space_lock *lock;
+	uint64_t start = 0;
 	uint32_t s;
 
 	if (!space)
@@ -111,6 +134,8 @@ int vmr_space_read_lock(struct vmr_space *space)
 	if (vmr_space_lock_is_owner(lock))
 		return -EDEADLK;
 	while (!read_trylock(lock)) {
+		if (!start)
+			start = vmr_now_ns();
 		s = atomic_load_explicit(&lock->state, memory_order_relaxed);
 		if (!(s & WRITER))
 			continue;
@@ -121,12 +146,16 @@ int vmr_space_read_lock(struct vmr_space *space)
 			continue;
 		vmr_futex_wait(&lock->state, s | SLEEPERS);
 	}
+	count_acquire(space, false, start);
 	return 0;
 }
 
 bool vmr_space_read_trylock(struct vmr_space *space)
 {
-	return space && read_trylock(&space->lock);
+	if (!space || !read_trylock(&space->lock))
+		return false;
+	count_acquire(space, false, 0);
+	return true;
 }
 
 int vmr_space_read_unlock(struct vmr_space *space)
@@ -152,8 +181,11 @@ int vmr_space_read_unlock(struct vmr_space *space)
 	return 0;
 }
 
-/* With the writers mutex held: announce, wait for readers, own. */
-static void write_acquire(struct vmr_space_lock *lock)
+/*
+ * With the writers mutex held: announce, wait for readers, own.  Returns
+ * when it started to wait, or 0 if it did not.
+ */
+static uint64_t write_acquire(struct vmr_space_lock *lock, uint64_t start)
 {
 	uint32_t d;
 
@@ -164,22 +196,30 @@ static void write_acquire(struct vmr_space_lock *lock)
 		if (!(atomic_load_explicit(&lock->state, memory_order_acquire) &
 		      READERS))
 			break;
+		if (!start)
+			start = vmr_now_ns();
 		vmr_futex_wait(&lock->drain, d);
 	}
 	/* Odd: regions marked with this value are write-locked. */
 	atomic_fetch_add_explicit(&lock->seq, 1, memory_order_seq_cst);
 	atomic_store_explicit(&lock->owner, vmr_thread_self(),
 			      memory_order_relaxed);
+	return start;
 }
 
 int vmr_space_write_lock(struct vmr_space *space)
 {
+	uint64_t start = 0;
+
 	if (!space)
 		return -EINVAL;
 	if (vmr_space_lock_is_owner(&space->lock))
 		return -EDEADLK;
-	pthread_mutex_lock(&space->lock.writers);
-	write_acquire(&space->lock);
+	if (pthread_mutex_trylock(&space->lock.writers)) {
+		start = vmr_now_ns();
+		pthread_mutex_lock(&space->lock.writers);
+	}
+	count_acquire(space, true, write_acquire(&space->lock, start));
 	return 0;
 }
 
@@ -203,6 +243,7 @@ bool vmr_space_write_trylock(struct vmr_space *space)
 	atomic_fetch_add_explicit(&lock->seq, 1, memory_order_seq_cst);
 	atomic_store_explicit(&lock->owner, vmr_thread_self(),
 			      memory_order_relaxed);
+	count_acquire(space, true, 0);
 	return true;
 }
 

@@ -70,16 +70,41 @@ enum vmr_reader_barrier {
 };
 
 /**
+ * enum vmr_retry_policy - what a fault that must wait for I/O does with its
+ *                         lock (see <vmaretry/fault.h>)
+ * @VMR_POLICY_DEFAULT: for a space, VMR_RETRY_VMA; for a region, its
+ *                      space's policy
+ * @VMR_RETRY_SPACE: release it and retry under the space lock (mainline
+ *                   Linux: VM_FAULT_RETRY)
+ * @VMR_RETRY_VMA: release it and retry on the fine-grained lock (the RFC's
+ *                 VM_FAULT_RETRY_VMA), falling back only when that fails
+ * @VMR_HOLD_IO: keep it across the I/O (the alternative raised in the RFC
+ *               thread): writers of the range wait for the I/O
+ */
+enum vmr_retry_policy {
+	VMR_POLICY_DEFAULT = 0,
+	VMR_RETRY_SPACE = 1,
+	VMR_RETRY_VMA = 2,
+	VMR_HOLD_IO = 3,
+};
+
+/* struct vmr_space_config.flags */
+#define VMR_SPACE_TIME_FAULTS 0x1u /* time whole faults: fault_latency_hist */
+
+/**
  * struct vmr_space_config - how a space is built
  * @page_size: granule of every address and length, a power of two; 0 for
  *             the system page size
  * @flavor: liburcu flavor of the space's readers; NULL for urcu-memb
  * @granularity: what fault read locks cover; see enum vmr_lock_granularity
- * @reader_slots: how many fault read locks may be held at once before
- *                further ones fall back to the space lock, rounded up to a
- *                power of two; 0 for 1024.  Each slot takes 64 bytes; a
- *                writer scans them all once per write lock.
  * @barrier: see enum vmr_reader_barrier
+ * @policy: the retry policy of the space's regions (each may override it)
+ * @vma_retry_max: RETRY_VMA results a fault follows on the fine-grained
+ *                 lock before it falls back to the space lock; 0 for 3
+ * @space_retry_max: RETRY results a fault retries under the space lock
+ *                   before the engine clears ALLOW_RETRY, so that the
+ *                   handler must finish; 0 for 8
+ * @flags: VMR_SPACE_* flags
  *
  * Passed with its size (vmr_space_create()): fields a caller's older
  * definition lacks take their defaults, so fields can be added later.
@@ -89,8 +114,11 @@ struct vmr_space_config {
 	size_t page_size;
 	const struct rcu_flavor_struct *flavor;
 	enum vmr_lock_granularity granularity;
-	unsigned int reader_slots;
 	enum vmr_reader_barrier barrier;
+	enum vmr_retry_policy policy;
+	unsigned int vma_retry_max;
+	unsigned int space_retry_max;
+	unsigned int flags;
 };
 
 /**
@@ -131,6 +159,8 @@ struct vmr_region_ops {
  * @ops: callbacks, or NULL; copied
  * @ops_size: sizeof(*@ops) as the caller compiled it
  * @private_data: the owner's pointer (vm_private_data)
+ * @policy: the region's retry policy; VMR_POLICY_DEFAULT for the space's.
+ *          Pieces cut from the region keep it.
  */
 struct vmr_region_desc {
 	uintptr_t start;
@@ -140,6 +170,7 @@ struct vmr_region_desc {
 	const struct vmr_region_ops *ops;
 	size_t ops_size;
 	void *private_data;
+	enum vmr_retry_policy policy;
 };
 
 /* vmr_map() flags */
@@ -155,7 +186,7 @@ struct vmr_region_desc {
  * Ownership: the caller owns the space; vmr_space_destroy() frees it.
  * Return: 0; -EINVAL if @spacep is NULL, @config is NULL with a non-zero
  * size, or a field is out of range (page size not a power of two, unknown
- * granularity or barrier); -E2BIG if @config_size is larger than this
+ * granularity, barrier, policy or flag); -E2BIG if @config_size is larger than this
  * library's struct and the extra bytes are not zero; -ENOSYS if
  * VMR_BARRIER_MEMBARRIER was asked for and the kernel lacks it; -ENOMEM.
  */
@@ -167,7 +198,7 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
  * @space: the space, or NULL (returns 0)
  *
  * Refuses while anything is in flight: the space lock held or waited for,
- * or a VMA-range read lock held.  Otherwise closes every region (ops close)
+ * a VMA-range read lock held, or a page map of the space not destroyed.  Otherwise closes every region (ops close)
  * and waits for the space's pending frees.
  *
  * Context: a thread registered with the space's flavor, outside any
@@ -235,8 +266,9 @@ int vmr_space_unregister_thread(const struct vmr_space *space);
  * before the call.
  * Return: 0; -EINVAL if @space or @desc is NULL, @desc_size is too small,
  * the range is empty, unaligned or wraps, the offset is unaligned, @prot or
- * @flags has unknown bits; -E2BIG if @desc_size or @desc->ops_size is
- * larger than this library's struct with non-zero extra bytes; -EEXIST if
+ * @flags has unknown bits or @policy is unknown; -E2BIG if @desc_size or
+ * @desc->ops_size is larger than this library's struct with non-zero extra
+ * bytes; -EEXIST if
  * the range overlaps a region and VMR_MAP_REPLACE is not set; -EDEADLK if
  * the caller holds the space lock for write; -ENOMEM.  On error nothing
  * changed.

@@ -198,6 +198,71 @@ START_TEST(test_bad_write_lock_ranges_are_refused)
 }
 END_TEST
 
+/* ---- per-thread states --------------------------------------------------- */
+
+START_TEST(test_a_second_lock_in_one_thread_falls_back)
+{
+	struct vmr_range_lock a, b;
+
+	map(space, BASE, 8, VMR_PROT_READ, 0);
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &a), 0);
+	/* One fast-path lock per thread and space: ABORT to the space lock. */
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE + 5 * PG, 1, &b),
+			 -EBUSY);
+	ck_assert_int_eq(vmr_range_read_unlock(&a), 0);
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE + 5 * PG, 1, &b), 0);
+	ck_assert_int_eq(vmr_range_read_unlock(&b), 0);
+}
+END_TEST
+
+static void *lock_once(void *arg)
+{
+	struct vmr_range_lock l;
+	intptr_t ret;
+
+	(void)arg;
+	urcu_memb_register_thread();
+	ret = vmr_range_read_lock(space, BASE, 1, &l);
+	if (!ret)
+		ret = vmr_range_read_unlock(&l);
+	urcu_memb_unregister_thread();
+	return (void *)ret;
+}
+
+START_TEST(test_exited_threads_leave_their_state_to_new_ones)
+{
+	void *ret;
+
+	map(space, BASE, 8, VMR_PROT_READ, 0);
+	for (int i = 0; i < 200; i++) {
+		pthread_t t;
+
+		ck_assert_int_eq(pthread_create(&t, NULL, lock_once, NULL), 0);
+		pthread_join(t, &ret);
+		ck_assert_ptr_null(ret);
+	}
+	/* One thread at a time: each adopted what the last one left. */
+	ck_assert_uint_le(atomic_load(&space->tstates.nr), 2);
+}
+END_TEST
+
+START_TEST(test_a_thread_outlives_the_spaces_it_faulted_in)
+{
+	struct vmr_range_lock l;
+
+	/* The test thread's cached state for a destroyed space must not be
+	 * taken for the state of the next one (maybe at the same address). */
+	for (int i = 0; i < 20; i++) {
+		map(space, BASE, 8, VMR_PROT_READ, 0);
+		ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &l), 0);
+		ck_assert_ptr_eq(l.slot, vmr_tstate_at(&space->tstates, 0));
+		ck_assert_int_eq(vmr_range_read_unlock(&l), 0);
+		ck_assert_int_eq(vmr_space_destroy(space), 0);
+		space = make_space(VMR_LOCK_RANGE);
+	}
+}
+END_TEST
+
 /* ---- compatibility of read and write ranges ----------------------------- */
 
 /*
@@ -700,6 +765,13 @@ static Suite *rangelock_suite(void)
 	tcase_add_test(tc, test_lock_outside_any_region_fails_with_enoent);
 	tcase_add_test(tc, test_bad_read_lock_arguments_are_refused);
 	tcase_add_test(tc, test_bad_write_lock_ranges_are_refused);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("per-thread states");
+	tcase_add_checked_fixture(tc, setup_range, teardown);
+	tcase_add_test(tc, test_a_second_lock_in_one_thread_falls_back);
+	tcase_add_test(tc, test_exited_threads_leave_their_state_to_new_ones);
+	tcase_add_test(tc, test_a_thread_outlives_the_spaces_it_faulted_in);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("read side, region granularity");
