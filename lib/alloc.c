@@ -41,6 +41,16 @@ void *vmr_alloc(size_t size)
 	return vmr_alloc_injected_failure() ? NULL : malloc(size);
 }
 
+void *vmr_alloc_aligned(size_t size)
+{
+	void *p;
+
+	if (vmr_alloc_injected_failure() ||
+	    posix_memalign(&p, VMR_ALLOC_ALIGN, size))
+		return NULL;
+	return p;
+}
+
 void vmr_free(void *ptr)
 {
 	free(ptr);

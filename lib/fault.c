@@ -77,7 +77,7 @@ int vmr_fault_release(struct vmr_fault *vmf)
 		return -EINVAL;
 	switch (vmf->lock) {
 	case VMR_FAULT_LOCK_VMA:
-		vmr_range_read_unlock(&vmf->range);
+		vmr_range_read_unlock_held(vmf->space, &vmf->range);
 		break;
 	case VMR_FAULT_LOCK_SPACE:
 		vmr_space_read_unlock(vmf->space);
@@ -94,12 +94,13 @@ vmr_fault_t vmr_fault_release_for_io(struct vmr_fault *vmf)
 	unsigned int policy;
 	bool was_vma;
 
-	if (!vmf || vmf->lock == VMR_FAULT_LOCK_NONE)
+	if (!vmf || vmf->lock == VMR_FAULT_LOCK_NONE ||
+	    !vmr_fault_allow_retry_first(vmf))
 		return 0;
 	if (vmf->flags & VMR_FAULT_FLAG_RETRY_NOWAIT)
 		return VMR_FAULT_RETRY; /* lock held: "would wait" */
 	policy = vmr_fault_policy(vmf);
-	if (!vmr_fault_allow_retry_first(vmf) || policy == VMR_HOLD_IO)
+	if (policy == VMR_HOLD_IO)
 		return 0;
 	was_vma = vmf->lock == VMR_FAULT_LOCK_VMA;
 	vmr_fault_release(vmf);
@@ -118,6 +119,11 @@ static bool access_error(const struct vmr_region *r, unsigned int flags)
 	return !(r->prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
 }
 
+static bool shut_down(const struct vmr_space *space)
+{
+	return atomic_load_explicit(&space->dying, memory_order_acquire);
+}
+
 /* Was @res a result the handler could return, given what it did? */
 static bool result_is_bad(const struct vmr_fault *vmf, vmr_fault_t res,
 			  unsigned int held_before)
@@ -130,8 +136,12 @@ static bool result_is_bad(const struct vmr_fault *vmf, vmr_fault_t res,
 	if ((res & VMR_FAULT_RETRY_VMA) &&
 	    (!retry || held_before != VMR_FAULT_LOCK_VMA))
 		return true;
-	if (retry && ((res & VMR_FAULT_ERROR) ||
-		      !(vmf->flags & VMR_FAULT_FLAG_ALLOW_RETRY)))
+	if (retry && (res & VMR_FAULT_ERROR))
+		return true;
+	/* Without ALLOW_RETRY only a wait ended by shutdown may retry
+	 * (__folio_lock_or_retry() on a fatal signal). */
+	if (retry && !(vmf->flags & VMR_FAULT_FLAG_ALLOW_RETRY) &&
+	    !(released && shut_down(vmf->space)))
 		return true;
 	if (retry && (vmf->flags & VMR_FAULT_FLAG_RETRY_NOWAIT))
 		return false; /* lock held or not: both are legal */
@@ -152,6 +162,13 @@ static vmr_fault_t call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
 	vmr_fault_t res;
 
 	res = r->ops.fault ? r->ops.fault(vmf) : VMR_FAULT_SIGBUS;
+	/* The common case: finished, lock still held. */
+	if (vmr_likely(!(res & ~(VMR_FAULT_MAJOR | VMR_FAULT_NOPAGE |
+				 VMR_FAULT_LOCKED)) &&
+		       vmf->lock != VMR_FAULT_LOCK_NONE)) {
+		vmr_fault_release(vmf);
+		return res;
+	}
 	if (vmr_unlikely(result_is_bad(vmf, res, held_before))) {
 		count(ts, VMR_STAT(bad_results));
 #ifdef VMR_DEBUG
@@ -167,14 +184,16 @@ static vmr_fault_t call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
 	return res;
 }
 
-static void count_result(struct vmr_space *space, struct vmr_tstate *ts,
-			 vmr_fault_t res, uint64_t start)
+static void count_result(struct vmr_tstate *ts, vmr_fault_t res,
+			 unsigned int flags, uint64_t start)
 {
 	size_t idx;
 
 	if (!ts)
 		return;
-	if (res & VMR_FAULT_SIGSEGV)
+	if (vmr_likely(!res))
+		idx = VMR_STAT(result_ok);
+	else if (res & VMR_FAULT_SIGSEGV)
 		idx = VMR_STAT(result_sigsegv);
 	else if (res & VMR_FAULT_SIGBUS)
 		idx = VMR_STAT(result_sigbus);
@@ -188,19 +207,14 @@ static void count_result(struct vmr_space *space, struct vmr_tstate *ts,
 		idx = VMR_STAT(result_nopage);
 	else
 		idx = VMR_STAT(result_ok);
-	vmr_count(ts, idx, 1);
-	if (res & VMR_FAULT_MAJOR)
+	vmr_count(ts, idx, 1); /* the sum of these is stats.faults */
+	/* mm_account_fault(): a retried fault that finished was major. */
+	if (!(res & (VMR_FAULT_ERROR | VMR_FAULT_RETRY)) &&
+	    ((res & VMR_FAULT_MAJOR) || (flags & VMR_FAULT_FLAG_TRIED)))
 		vmr_count(ts, VMR_STAT(result_major), 1);
-	vmr_count(ts, VMR_STAT(faults), 1);
 	if (start)
 		vmr_count_hist(ts, VMR_STAT(fault_latency_hist),
 			       vmr_now_ns() - start);
-	(void)space;
-}
-
-static bool shut_down(const struct vmr_space *space)
-{
-	return atomic_load_explicit(&space->dying, memory_order_acquire);
 }
 
 /* The fine-grained attempts; true if the fault is done (*@res set). */
@@ -251,12 +265,12 @@ static bool fault_on_vma_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 	}
 }
 
-/* The attempts under the space lock; sets *@res. */
+/* The attempts under the space lock; sets *@res, updates *@flagsp. */
 static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
-				unsigned int flags, vmr_fault_t *res)
+				unsigned int *flagsp, vmr_fault_t *res)
 {
 	struct vmr_space *space = vmf->space;
-	unsigned int tries = 0;
+	unsigned int tries = 0, flags = *flagsp;
 
 	for (;;) {
 		vmr_space_read_lock(space);
@@ -271,6 +285,7 @@ static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 			return;
 		}
 		*res = call_handler(vmf, ts);
+		*flagsp = flags;
 		if (!(*res & VMR_FAULT_RETRY))
 			return;
 		if (flags & VMR_FAULT_FLAG_RETRY_NOWAIT) {
@@ -296,7 +311,7 @@ static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 		     unsigned int flags, void *ctx, vmr_fault_t *result)
 {
-	struct vmr_fault vmf = { 0 };
+	struct vmr_fault vmf;
 	struct vmr_tstate *ts;
 	uint64_t start = 0;
 	vmr_fault_t res = VMR_FAULT_RETRY;
@@ -308,18 +323,25 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 	ts = vmr_tstate_get(space);
 	if (space->time_faults)
 		start = vmr_now_ns();
+	/* Every field a handler or the engine reads before writing it. */
 	vmf.space = space;
+	vmf.region = NULL;
 	vmf.address = address & ~space->page_mask;
 	vmf.real_address = address;
+	vmf.flags = flags;
+	vmf.lock = VMR_FAULT_LOCK_NONE;
 	vmf.ctx = ctx;
+	vmf.handler_data = 0;
+	vmf.range.slot = NULL;
+	vmf.pin_held = 0;
 	if (!shut_down(space)) {
 		/* sanitize_fault_flags(): never VMA_LOCK with RETRY_NOWAIT. */
 		if ((flags & VMR_FAULT_FLAG_RETRY_NOWAIT) || !ts ||
 		    !fault_on_vma_lock(&vmf, ts, &flags, &res))
-			fault_on_space_lock(&vmf, ts, flags, &res);
+			fault_on_space_lock(&vmf, ts, &flags, &res);
 	}
 	vmr_fault_unpin(&vmf);
-	count_result(space, ts, res, start);
+	count_result(ts, res, flags, start);
 	*result = res;
 	return 0;
 }

@@ -17,6 +17,14 @@
 
 #include <stddef.h>
 
+/*
+ * Our thread-local variables are few and small: the initial-exec model
+ * makes each access one instruction instead of a __tls_get_addr() call in
+ * position-independent code (glibc keeps static TLS room for libraries
+ * loaded later, which these fit in).
+ */
+#define VMR_TLS_MODEL __attribute__((tls_model("initial-exec")))
+
 #define VMR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #if defined(__GNUC__)
@@ -53,6 +61,9 @@ int vmr_misuse(const char *what);
  */
 void *vmr_alloc(size_t size);
 void vmr_free(void *ptr);
+/* For objects with cache-line-aligned members; vmr_free() frees it. */
+#define VMR_ALLOC_ALIGN 64
+void *vmr_alloc_aligned(size_t size);
 
 /*
  * For allocators of the library's own (a recycled-node pool) that must fail

@@ -54,7 +54,7 @@ struct vmr_thread;
 
 struct vmr_tstate {
 	_Atomic uint32_t word;  /* HELD, WAITER, generation */
-	_Atomic uint32_t waiter; /* membarrier mode: a writer sleeps on word */
+	_Atomic uint32_t waiter; /* lean unlock: a writer sleeps on word */
 	_Atomic(const struct vmr_region *) region;
 	_Atomic uintptr_t start;
 	_Atomic uintptr_t end;
@@ -109,27 +109,30 @@ size_t vmr_readers_held(const struct vmr_space *space,
 			const struct vmr_region **out, size_t max);
 
 struct vmr_region {
-	/* Immutable once published. */
+	/*
+	 * First line: what every fault reads.  Bounds and protection are
+	 * immutable once published; the write-lock state (vm_lock_seq) is
+	 * written only under the space write lock, so faults that read it
+	 * do not share a line that other faults write.  The region is write-
+	 * locked over [write_start, write_end) while write_seq equals the
+	 * space lock's (odd) seq.
+	 */
 	uintptr_t start;
 	uintptr_t end;
-	uint64_t offset;
-	unsigned int prot;
-	unsigned int policy; /* enum vmr_retry_policy; 0: the space's */
-	struct vmr_space *space;
-	struct vmr_region_ops ops;
-	void *private_data;
-	/*
-	 * Write-lock state (vm_lock_seq): the region is write-locked over
-	 * [write_start, write_end) while write_seq equals the space lock's
-	 * (odd) seq.  Written under the space write lock, read by faults.
-	 */
-	_Atomic uint64_t write_seq __attribute__((aligned(VMR_CACHELINE)));
+	_Atomic uint64_t write_seq;
 	_Atomic uintptr_t write_start;
 	_Atomic uintptr_t write_end;
 	_Atomic bool detached;
+	unsigned int prot;
+	unsigned int policy; /* enum vmr_retry_policy; 0: the space's */
+	struct vmr_space *space;
+	/* Second line: what the handler reads. */
+	struct vmr_region_ops ops;
+	void *private_data;
+	uint64_t offset;
 	struct vmr_region *retire_next; /* batch of retired regions */
 	struct rcu_head rcu;
-};
+} __attribute__((aligned(VMR_CACHELINE)));
 
 struct vmr_space {
 	/* Read by every fault; written only at creation. */
@@ -139,6 +142,8 @@ struct vmr_space {
 	uintptr_t page_mask; /* page_size - 1 */
 	enum vmr_lock_granularity granularity;
 	bool membarrier; /* VMR_BARRIER_MEMBARRIER */
+	bool lean_unlock; /* read unlock is a store; waiting writers
+			   * use membarrier() (rangelock.c) */
 	bool time_faults; /* VMR_SPACE_TIME_FAULTS */
 	unsigned int policy; /* enum vmr_retry_policy, never DEFAULT */
 	unsigned int vma_retry_max;
@@ -194,6 +199,9 @@ int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 int vmr_range_read_lock_ts(struct vmr_space *space, struct vmr_tstate *ts,
 			   uintptr_t addr, size_t len,
 			   struct vmr_range_lock *lock, unsigned int *misses);
+/* vmr_range_read_unlock() for a lock the caller knows it holds. */
+void vmr_range_read_unlock_held(struct vmr_space *space,
+				struct vmr_range_lock *lock);
 
 /* Region objects, lib/region.c. */
 

@@ -39,7 +39,7 @@
 #define PG_PIN 0x100u /* one pin */
 #define PG_PIN_MAX 0xffffffu
 #define WAIT_SLOTS 256u
-#define MAX_PAGES ((size_t)1 << 40)
+#define MAX_PAGES ((size_t)1 << 32)
 
 struct vmr_pagemap {
 	struct vmr_space *space;
@@ -311,16 +311,18 @@ vmr_fault_t vmr_page_lock_or_retry(struct vmr_fault *vmf,
 	if (vmr_page_trylock(map, index))
 		return 0;
 	policy = vmr_fault_policy(vmf);
-	if (vmr_fault_allow_retry_first(vmf) && policy != VMR_HOLD_IO) {
+	if (vmr_fault_allow_retry_first(vmf)) {
 		/* CAUTION: RETRY with the fault's lock still held. */
 		if (vmf->flags & VMR_FAULT_FLAG_RETRY_NOWAIT)
 			return VMR_FAULT_RETRY;
-		was_vma = vmf->lock == VMR_FAULT_LOCK_VMA;
-		vmr_fault_release(vmf);
-		vmr_page_wait(map, index, vmf->flags, false);
-		return VMR_FAULT_RETRY |
-		       (was_vma && policy == VMR_RETRY_VMA ?
-				VMR_FAULT_RETRY_VMA : 0);
+		if (policy != VMR_HOLD_IO) {
+			was_vma = vmf->lock == VMR_FAULT_LOCK_VMA;
+			vmr_fault_release(vmf);
+			vmr_page_wait(map, index, vmf->flags, false);
+			return VMR_FAULT_RETRY |
+			       (was_vma && policy == VMR_RETRY_VMA ?
+					VMR_FAULT_RETRY_VMA : 0);
+		}
 	}
 	if (vmr_page_wait(map, index, vmf->flags, true)) {
 		/* Shut down while waiting: give up, lock released. */

@@ -47,10 +47,10 @@
  *     3. check: R write-locked over an overlapping range -> release,
  *        -EBUSY (ABORT); else R detached -> release, -EAGAIN (MISS: look
  *        up again).  In this order: see region_check().
- *   read unlock [FENCE]: exchange the word to the next free generation; if
- *     WAITER was set, wake the writer.
- *   read unlock [MEMBARRIER]: store the next generation, then read the
- *     state's waiter flag; if set, wake the writer.
+ *   read unlock: store the next free generation, then read the state's
+ *     waiter flag; if set, wake the writer.  (Where membarrier() is not
+ *     available, fence mode instead exchanges the word and wakes the
+ *     writer if WAITER was set in it.)
  *   write lock  (space lock held for write):
  *     a. mark: each region meeting the range gets write_start/write_end
  *        (extended to cover earlier marks of this hold) and then
@@ -59,9 +59,9 @@
  *        [MEMBARRIER], which runs a full barrier on every CPU that runs a
  *        thread of the process;
  *     c. scan: for each HELD state whose range overlaps, wait until its
- *        generation moves on: [FENCE] set WAITER in the word by CAS and
- *        sleep on it; [MEMBARRIER] set the waiter flag, membarrier(), and
- *        sleep on the word if it still holds the same generation.
+ *        generation moves on: set the state's waiter flag, membarrier(),
+ *        and sleep on the word while it holds the same generation (without
+ *        membarrier(): set WAITER in the word by CAS and sleep on it).
  *   write unlock: the space lock's seq becomes even; no mark matches it.
  *
  * Why a fault and a writer cannot both go ahead (Dekker): the fault stores
@@ -76,8 +76,11 @@
  * waiting for it merely early.  The writer waits for the hold it saw (its
  * generation), not for later holds of the same state: those were checked
  * against its marks.  The same argument, with the waiter flag and the
- * word swapped, shows that a membarrier-mode unlock cannot miss a writer
- * that went to sleep on it.
+ * word swapped and membarrier() on the writer's side, shows that a read
+ * unlock (a plain store, then a load of the flag) cannot miss a writer that
+ * went to sleep on it.  So a fault pays one locked instruction (fence mode)
+ * or none (membarrier mode); a writer pays a membarrier() only when it must
+ * sleep on a fault anyway.
  *
  * Detach: an update publishes its new tree version first and marks the
  * regions it replaced detached after it, so a fault that sees detached
@@ -211,7 +214,7 @@ static inline void state_release(const struct vmr_space *space,
 {
 	uint32_t old;
 
-	if (space->membarrier) {
+	if (space->lean_unlock) {
 		atomic_store_explicit(&ts->word, free + WORD_GEN,
 				      memory_order_release);
 		/* The writer's membarrier() orders this load after the store. */
@@ -377,8 +380,17 @@ int vmr_range_read_unlock(struct vmr_range_lock *lock)
 	if ((w & ~WORD_WAITER) != (lock->seq | WORD_HELD))
 		return vmr_misuse("range read unlock of a lock released already");
 	lock->slot = NULL;
-	state_release(vmr_region_space(lock->region), ts, lock->seq);
+	state_release(lock->region->space, ts, lock->seq);
 	return 0;
+}
+
+void vmr_range_read_unlock_held(struct vmr_space *space,
+				struct vmr_range_lock *lock)
+{
+	struct vmr_tstate *ts = lock->slot;
+
+	lock->slot = NULL;
+	state_release(space, ts, lock->seq);
 }
 
 /* ---- write side -------------------------------------------------------- */
@@ -419,7 +431,7 @@ static void state_wait(struct vmr_space *space, struct vmr_tstate *ts,
 {
 	uint32_t gen = v & ~WORD_FLAGS;
 
-	if (space->membarrier) {
+	if (space->lean_unlock) {
 		atomic_store_explicit(&ts->waiter, 1, memory_order_relaxed);
 		for (;;) {
 			/* Orders the flag before the word's re-read, and the

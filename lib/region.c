@@ -29,7 +29,7 @@
 
 struct vmr_region *vmr_region_alloc(struct vmr_space *space)
 {
-	struct vmr_region *r = vmr_alloc(sizeof(*r));
+	struct vmr_region *r = vmr_alloc_aligned(sizeof(*r));
 
 	if (!r)
 		return NULL;

@@ -61,7 +61,7 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
 	if (cfg.policy == VMR_POLICY_DEFAULT)
 		cfg.policy = VMR_RETRY_VMA;
 
-	space = vmr_alloc(sizeof(*space));
+	space = vmr_alloc_aligned(sizeof(*space));
 	if (!space)
 		return -ENOMEM;
 	memset(space, 0, sizeof(*space));
@@ -76,9 +76,12 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
 	space->space_retry_max = cfg.space_retry_max ? cfg.space_retry_max : 8;
 	atomic_init(&space->dying, false);
 	atomic_init(&space->zombies, 0);
-	err = space->membarrier ? vmr_membarrier_register() : 0;
-	if (err)
+	err = vmr_membarrier_register();
+	if (err && space->membarrier)
 		goto free_space;
+	/* With membarrier() available, a read unlock needs no atomic. */
+	space->lean_unlock = !err;
+	err = 0;
 	err = vmr_tree_create(space->flavor, &space->tree);
 	if (err)
 		goto free_space;

@@ -54,7 +54,7 @@
 #define WRITER 0x40000000u
 #define SLEEPERS 0x80000000u
 
-static _Thread_local char thread_token;
+static _Thread_local char thread_token VMR_TLS_MODEL;
 
 const void *vmr_thread_self(void)
 {

@@ -62,9 +62,18 @@ int vmr_space_stats(const struct vmr_space *space, struct vmr_stats *stats,
 		n = VMR_NR_COUNTERS;
 	sum(space, now);
 	pthread_mutex_lock((pthread_mutex_t *)&space->stats_lock);
-	for (size_t c = 0; c < n; c++)
-		((uint64_t *)stats)[c] = now[c] - space->stats_base[c];
+	for (size_t c = 0; c < VMR_NR_COUNTERS; c++)
+		now[c] -= space->stats_base[c];
 	pthread_mutex_unlock((pthread_mutex_t *)&space->stats_lock);
+	/* Not counted on the fault path: every fault has one result. */
+	now[VMR_STAT(faults)] = now[VMR_STAT(result_ok)] +
+				now[VMR_STAT(result_nopage)] +
+				now[VMR_STAT(result_completed)] +
+				now[VMR_STAT(result_sigsegv)] +
+				now[VMR_STAT(result_sigbus)] +
+				now[VMR_STAT(result_oom)] +
+				now[VMR_STAT(result_unfinished)];
+	memcpy(stats, now, n * sizeof(uint64_t));
 	memset((uint64_t *)stats + n, 0, size - n * sizeof(uint64_t));
 	return 0;
 }

@@ -55,7 +55,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static _Atomic uint64_t next_space_id = 1;
-static _Thread_local struct vmr_thread *self;
+static _Thread_local struct vmr_thread *self VMR_TLS_MODEL;
 
 /* Thread exit: orphan every tstate of this thread, free the thread. */
 static void thread_exit(void *arg)

@@ -1006,7 +1006,7 @@ int vmr_tree_create(const struct rcu_flavor_struct *flavor,
 
 	if (!treep)
 		return -EINVAL;
-	tree = vmr_alloc(sizeof(*tree));
+	tree = vmr_alloc_aligned(sizeof(*tree));
 	if (!tree)
 		return -ENOMEM;
 	memset(tree, 0, sizeof(*tree));

@@ -145,9 +145,11 @@ struct vmr_fault {
  * the space.  May sleep (space lock, page waits, the handler).
  * Concurrency: any number of faults, with updates of the space.
  * Return: 0 and *@result: the handler's final result, SIGSEGV as above, or
- * RETRY when the fault ended unresolved: RETRY_NOWAIT forbade waiting, or
- * the space was shut down (vmr_space_shutdown()); in every case no lock is
- * held on return.  -EINVAL, with *@result untouched, if @space or @result
+ * a result with RETRY (as the handler returned it, RETRY_VMA or MAJOR
+ * included) when the fault ended unresolved: RETRY_NOWAIT forbade waiting,
+ * or the space was shut down (vmr_space_shutdown()), in which case a fault
+ * not yet started gets RETRY alone; in every case no lock is held on
+ * return.  -EINVAL, with *@result untouched, if @space or @result
  * is NULL or @flags has unknown or illegal bits.
  */
 int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
@@ -166,10 +168,11 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
  *    RETRY (retry under the space lock).
  *  - Same, policy VMR_RETRY_VMA, on the fine-grained lock: released;
  *    returns RETRY | RETRY_VMA.  (On the space lock: RETRY.)
- *  - Policy VMR_HOLD_IO, or not a first try, or retry not allowed: the lock
- *    is kept; returns 0: do the I/O holding it and finish.
- *  - RETRY_NOWAIT: the lock is kept; returns RETRY: return it without
- *    waiting (the engine releases the lock).
+ *  - Not a first try, or retry not allowed: the lock is kept; returns 0:
+ *    do the I/O holding it and finish.
+ *  - First try with RETRY_NOWAIT: the lock is kept; returns RETRY: return
+ *    it without waiting (the engine releases the lock).
+ *  - First try, policy VMR_HOLD_IO: the lock is kept; returns 0.
  * After a release, @vmf->region must not be used; the handler may wait for
  * its I/O, and return the reason (or COMPLETED if it finished the fault
  * without the lock, MAJOR may be or'ed in).

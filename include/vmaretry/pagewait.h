@@ -46,12 +46,12 @@ struct vmr_pagemap;
  *                        and not up to date
  * @space: the space whose faults wait on it (its counters count the waits
  *         and reads; vmr_space_shutdown() ends its killable waits), or NULL
- * @nr_pages: pages in the index, 1 or more (4 bytes each)
+ * @nr_pages: pages in the index, 1 to 2^32 (4 bytes each)
  * @mapp: where to store the map
  *
  * Context: any thread.  May sleep.
  * Ownership: the caller's; vmr_pagemap_destroy() frees it, before the space.
- * Return: 0; -EINVAL if @mapp is NULL or @nr_pages is 0 or too large;
+ * Return: 0; -EINVAL if @mapp is NULL or @nr_pages is 0 or above 2^32;
  * -ENOMEM.
  */
 int vmr_pagemap_create(struct vmr_space *space, size_t nr_pages,
@@ -125,8 +125,9 @@ int vmr_page_wait_unlocked(struct vmr_pagemap *map, size_t index,
  * @index: the page
  *
  * Takes the page lock if it is free.  Otherwise, on a first try with retry
- * allowed: with RETRY_NOWAIT returns RETRY with the fault's lock still held;
- * else, unless the policy is VMR_HOLD_IO, releases the fault's lock, waits
+ * allowed: with RETRY_NOWAIT returns RETRY with the fault's lock still held
+ * (whatever the policy: a no-wait fault never sleeps here); else, unless
+ * the policy is VMR_HOLD_IO, releases the fault's lock, waits
  * for the page to be unlocked (the fault's KILLABLE flag applies) and
  * returns RETRY, or RETRY | RETRY_VMA if the fault held the fine-grained
  * lock under VMR_RETRY_VMA.  Not a first try (TRIED, or no ALLOW_RETRY), or

@@ -43,7 +43,10 @@ VMR_BEGIN_DECLS
  *                    bound was reached
  * @result_ok: faults whose result had no bit below other than MAJOR
  * @result_nopage: ... with NOPAGE
- * @result_major: ... with MAJOR (counted besides ok/nopage/completed)
+ * @result_major: faults that finished (no error, no RETRY) and were major:
+ *                the result had MAJOR or the fault was retried with TRIED,
+ *                as the kernel's mm_account_fault() counts them (counted
+ *                besides ok/nopage/completed)
  * @result_completed: ... with COMPLETED
  * @result_sigsegv: ... with SIGSEGV (no region, or an access the region's
  *                  protection forbids; the handler is not called)

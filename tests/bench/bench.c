@@ -46,6 +46,40 @@ void bench_print_keys(const char *bench, const char *head, const char *impl,
 	fflush(stdout);
 }
 
+void bench_print_kv(const char *bench, const char *keys, const char *metric,
+		    double value)
+{
+	printf("BENCH bench=%s%s%s metric=%s value=%.4g\n", bench,
+	       keys && *keys ? " " : "", keys ? keys : "", metric, value);
+	fflush(stdout);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+uint64_t bench_percentile_u64(uint64_t *v, size_t n, double pct)
+{
+	double rank;
+	size_t k;
+
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_u64);
+	if (pct < 0)
+		pct = 0;
+	if (pct > 100)
+		pct = 100;
+	rank = pct / 100.0 * (double)n; /* nearest rank: ceil(), at least 1 */
+	k = (size_t)rank;
+	if ((double)k < rank)
+		k++;
+	return v[k ? k - 1 : 0];
+}
+
 long bench_opt(int argc, char **argv, const char *name, long def)
 {
 	size_t len = strlen(name);

@@ -33,6 +33,22 @@ void bench_print(const char *bench, const char *impl, const char *keys,
 void bench_print_keys(const char *bench, const char *head, const char *impl,
 		      const char *keys, const char *metric, double value);
 
+/*
+ * Print one BENCH line without impl= (for figures of a configuration, such
+ * as a retry policy, rather than of an implementation):
+ *   BENCH bench=<bench> <keys> metric=<m> value=<v>
+ * @keys may be NULL or empty.
+ */
+void bench_print_kv(const char *bench, const char *keys, const char *metric,
+		    double value);
+
+/*
+ * The @pct percentile (0 to 100) of @n values by nearest rank: the smallest
+ * value with at least @pct% of the values at or below it.  Sorts @v in
+ * place; 0 if @n is 0.
+ */
+uint64_t bench_percentile_u64(uint64_t *v, size_t n, double pct);
+
 /* Read an integer option "--name=value" from argv, or @def. */
 long bench_opt(int argc, char **argv, const char *name, long def);
 
