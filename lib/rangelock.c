@@ -94,26 +94,27 @@
  * when the faults it found release their locks.
  *
  * Measured (build/tests/bench/bench_lock, defaults: 5 interleaved runs of
- * 200 ms, medians; 2-vCPU VM, 2026-11-23).  Lock + unlock of one page,
- * million ops/s:
+ * 200 ms, medians; 2-vCPU VM, 2026-11-23, after the per-thread states and
+ * the lean unlock).  Lock + unlock of one page, million ops/s:
  *
  *                     shared region        disjoint regions
  *                     1 thread  2 threads  1 thread  2 threads
- *   vmr (fence)         31.6      65.6       40.6      77.1
- *   vmr (membarrier)    39.2      70.7
- *   refcount (kernel)   39.2      34.6
- *   ck_rwlock/region    43.1      32.6
- *   global rwlock       39.7      24.6
+ *   vmr (fence)         48.2      78.2       59.5     116.5
+ *   vmr (membarrier)    47.7      76.1       75.2     120.9
+ *   refcount (kernel)   53.1      29.7       74.4     132.7
+ *   ck_rwlock/region    49.0      36.4       73.0     132.1
+ *   global rwlock       49.0      25.0       67.3      24.5
  *
- * One thread pays for three locked instructions (claim, publish, release)
- * where a counter pays two: 0.6-0.8x the baselines.  Two threads in one
- * region: 2.08x our own one-thread figure and 1.9x the refcount, whose
- * shared line halves its throughput.  The membarrier barrier saves one
- * locked instruction per fault but makes each writer 5-8x slower (a
- * membarrier() per write lock: 0.3 M vs 0.06 M map/protect/unmap per
- * second) and interrupts every reader's CPU, which cost the readers more
- * than it saved them (0.36-0.44x of their no-writer throughput, against
- * 0.67-0.78x with the fence).  So the fence is the default.
+ * One thread: on a par with the baselines in one region (one locked
+ * instruction each way against their two), a little behind them across
+ * 10000 regions.  Two threads in one region: 2.6x the refcount, whose
+ * shared line halves its throughput (our own two-thread scaling measured
+ * 1.6-2.2x over runs on this VM).  The membarrier barrier saves the last
+ * locked instruction but makes every write lock a membarrier(): writers
+ * ran 5-8x slower (0.3 M vs 0.06 M map/protect/unmap per second) and the
+ * IPIs cost the readers more than they saved (0.35-0.45x of their
+ * no-writer throughput with a writer, against 0.5-0.7x with the fence, as
+ * the baselines).  So the fence is the default.
  */
 
 /* liburcu's inline read side for the default flavor (LGPL, as we are). */
