@@ -17,5 +17,6 @@
 #include <vmaretry/stats.h>
 #include <vmaretry/fault.h>
 #include <vmaretry/pagewait.h>
+#include <vmaretry/uffd.h>
 
 #endif /* VMARETRY_H */

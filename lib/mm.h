@@ -163,6 +163,8 @@ struct vmr_space {
 
 /* Wake every waiter of every page map of @space (shutdown). */
 void vmr_pagemaps_wake_all(struct vmr_space *space);
+/* Forget @space in the page maps that outlive it. */
+void vmr_pagemaps_detach_all(struct vmr_space *space);
 /* Sleep until @index is unlocked (@take: and lock it); 0 or -EINTR. */
 int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
 		  bool take);

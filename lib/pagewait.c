@@ -118,6 +118,18 @@ void vmr_pagemaps_wake_all(struct vmr_space *space)
 	pthread_mutex_unlock(&space->maps_lock);
 }
 
+void vmr_pagemaps_detach_all(struct vmr_space *space)
+{
+	pthread_mutex_lock(&space->maps_lock);
+	while (space->maps) {
+		struct vmr_pagemap *map = space->maps;
+
+		space->maps = map->next;
+		map->space = NULL;
+	}
+	pthread_mutex_unlock(&space->maps_lock);
+}
+
 bool vmr_page_trylock(struct vmr_pagemap *map, size_t index)
 {
 	uint32_t v;

@@ -124,8 +124,7 @@ int vmr_space_destroy(struct vmr_space *space)
 
 	if (!space)
 		return 0;
-	if (!vmr_space_lock_is_idle(&space->lock) || vmr_readers_busy(space) ||
-	    space->maps)
+	if (!vmr_space_lock_is_idle(&space->lock) || vmr_readers_busy(space))
 		return -EBUSY;
 	/*
 	 * Nothing runs on the space any more: no reader can reach the tree,
@@ -138,6 +137,8 @@ int vmr_space_destroy(struct vmr_space *space)
 	/* Retirements may re-queue themselves: wait until all have closed. */
 	while (atomic_load_explicit(&space->zombies, memory_order_acquire))
 		space->flavor->barrier();
+	/* Page maps outliving the space go on without it. */
+	vmr_pagemaps_detach_all(space);
 	pthread_mutex_destroy(&space->maps_lock);
 	pthread_mutex_destroy(&space->stats_lock);
 	vmr_tstates_fini(space);

@@ -50,7 +50,8 @@ struct vmr_pagemap;
  * @mapp: where to store the map
  *
  * Context: any thread.  May sleep.
- * Ownership: the caller's; vmr_pagemap_destroy() frees it, before the space.
+ * Ownership: the caller's; vmr_pagemap_destroy() frees it.  If the space is
+ * destroyed first, the map goes on without it.
  * Return: 0; -EINVAL if @mapp is NULL or @nr_pages is 0 or above 2^32;
  * -ENOMEM.
  */

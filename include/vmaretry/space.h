@@ -198,7 +198,8 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
  * @space: the space, or NULL (returns 0)
  *
  * Refuses while anything is in flight: the space lock held or waited for,
- * a VMA-range read lock held, or a page map of the space not destroyed.  Otherwise closes every region (ops close)
+ * or a VMA-range read lock held.  Page maps made for the space that are
+ * still alive afterwards go on without it (no counting, no shutdown).  Otherwise closes every region (ops close)
  * and waits for the space's pending frees.
  *
  * Context: a thread registered with the space's flavor, outside any

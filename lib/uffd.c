@@ -1,0 +1,1170 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * libvmaretry - the userfaultfd runtime.
+ *
+ * Threads.  N handler threads poll one userfaultfd (O_NONBLOCK) and read
+ * its messages in batches.  A mutex around read() gives every batch a
+ * sequence number in the order the kernel handed the batches out, which is
+ * the order of the messages in its queue.
+ *
+ * Ordering of events and faults.  A non-cooperative event (REMOVE, UNMAP,
+ * REMAP, FORK) must change the space before any fault read after it is
+ * resolved: a fault queued behind a REMOVE must not be filled with stale
+ * data from the store.  So, under the read mutex, each batch also records
+ * the last batch before it that held an event (its barrier), and a batch
+ * that holds events becomes the new last one.  Before resolving anything a
+ * thread waits until the events of its barrier batch have been applied
+ * (events_applied, a futex); a batch with events applies them in message
+ * order and then publishes its own sequence number.  Event batches thus
+ * apply in order, and a fault waits only while an earlier event is being
+ * applied.  A thread waits holding no lock, and applying an event waits
+ * only for faults that hold range locks, which no waiting thread does: no
+ * deadlock.
+ *
+ * Events change the space with the ordinary update calls, under its write
+ * lock, which waits for the faults installing pages in the range:
+ *   REMOVE (MADV_DONTNEED/REMOVE): unregister the range (the kernel then
+ *          zero-fills it, as the discarded memory must read) and unmap it
+ *          from the space;
+ *   UNMAP: unmap it from the space (the VMA, and its registration, is
+ *          gone);
+ *   REMAP: map the moved regions at their new address (same store, same
+ *          offsets), unmap the old range;
+ *   FORK:  a child runtime, with a copy of the regions, serves the child's
+ *          new userfaultfd.
+ *
+ * A fault.  Each page-fault message becomes vmr_handle_fault() on the
+ * space; the region's handler (uffd_fault()) takes the page's lock in the
+ * mapping's page map (so duplicate messages for a page coalesce: the second
+ * finds it installed and only wakes), reads the store into the handler
+ * thread's page buffer (releasing the fault's lock first if the policy
+ * says so, and then returning the retry the engine asked for: the buffer,
+ * kept in the fault's persistent descriptor, is installed on the retry
+ * without a second read), and installs the page under the fault's lock
+ * with UFFDIO_COPY (ZEROPAGE, CONTINUE, WRITEPROTECT as the mapping says).
+ *
+ * Ioctl outcomes (both encodings: -1/errno and a negative count field):
+ *   done         the page is installed, and the ioctl woke the faulter;
+ *   EEXIST       someone installed it already: done, and UFFDIO_WAKE;
+ *   EAGAIN       the layout is changing (an event is queued and unread, or
+ *                just read and not yet completed): the fault is deferred,
+ *                the thread reads pending messages first and retries it;
+ *   ENOENT       the range is no longer registered: nothing to install, and
+ *                the unregister woke the faulter already;
+ *   ESRCH        the process exited: the runtime is dead, threads idle;
+ *   other        a bug or a hostile range: poison the page (or zero it),
+ *                which wakes the faulter.
+ * A fault that does not resolve from the store (no region, a forbidden
+ * access, a store error) is poisoned, so the faulting thread gets SIGBUS
+ * instead of sleeping forever.  Every path installs, wakes, or knows that
+ * the kernel woke (unregistered or dead): no faulter is left asleep.
+ *
+ * Counters are per handler thread, written by it alone, summed on read.
+ */
+#include "mm.h"
+#include "futex.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <urcu/flavor.h>
+
+/* Newer than some distributions' headers. */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define _UFFDIO_POISON (0x08)
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+#define RUNTIME_EVENTS                                                         \
+	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |               \
+	 UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_FORK)
+#define DEFAULT_BATCH 64
+#define MAX_BATCH 4096
+#define MAX_THREADS 1024
+
+#define NR_UFFD_COUNTERS (sizeof(struct vmr_uffd_stats) / sizeof(uint64_t))
+#define UC(field) (offsetof(struct vmr_uffd_stats, field) / sizeof(uint64_t))
+
+struct vmr_uffd;
+
+/* One vmr_uffd_map(): the private data of its regions and their pieces. */
+struct mapping {
+	uint64_t id; /* unique: tells a buffered page from a stale one */
+	uintptr_t base;
+	unsigned int mode;
+	struct vmr_uffd *uffd;
+	struct vmr_uffd_store_ops ops;
+	void *store;
+	struct vmr_pagemap *pages; /* page lock and "installed" state */
+	_Atomic long refs;         /* regions using it */
+};
+
+/* A deferred fault (EAGAIN), retried after the pending events are read. */
+struct deferred {
+	struct uffd_msg msg;
+	struct deferred *next;
+};
+
+struct handler {
+	struct vmr_uffd *uffd;
+	pthread_t thread;
+	void *buf; /* one page */
+	struct uffd_msg *msgs;
+	struct deferred *deferred;
+	_Atomic uint64_t count[NR_UFFD_COUNTERS];
+} __attribute__((aligned(VMR_CACHELINE)));
+
+struct vmr_uffd {
+	struct vmr_space *space;
+	int fd;
+	bool own_fd;
+	int stop_fd;
+	uint64_t features;
+	size_t page;
+	unsigned int nr_threads, batch;
+	struct handler *handlers;
+	/* Batch order (see above). */
+	pthread_mutex_t read_lock;
+	uint32_t batch_seq, last_event_seq;
+	_Atomic uint32_t events_applied;
+	_Atomic bool dead;
+	_Atomic bool stopping;
+	/* Runtimes of forked children, and what they need. */
+	pthread_mutex_t children_lock;
+	struct vmr_uffd *children, *next_child;
+	struct vmr_space *child_space; /* a child owns its space */
+};
+
+/* What the region handler tells the message loop about one fault. */
+enum fault_status {
+	FAULT_DONE = 0, /* installed, woken, or nothing to do */
+	FAULT_DEFERRED, /* EAGAIN: retry after reading pending messages */
+	FAULT_GONE,     /* ENOENT: range unregistered; kernel woke it */
+	FAULT_DEAD,     /* ESRCH */
+	FAULT_FAILED,   /* some other error: poison it */
+};
+
+enum fault_kind { KIND_MISSING, KIND_WP, KIND_MINOR };
+
+struct fault_ctx {
+	struct handler *h;
+	enum fault_kind kind;
+	bool write;
+	enum fault_status status;
+	bool resolved; /* the handler installed or woke the page */
+	/* The page read by an earlier attempt of this fault. */
+	bool have;
+	uint64_t have_map, have_off;
+	int read_err;
+};
+
+static _Atomic uint64_t next_mapping_id = 1;
+
+static inline void hcount(struct handler *h, size_t idx)
+{
+	/* Only its thread writes: a load and a store. */
+	atomic_store_explicit(&h->count[idx],
+			      atomic_load_explicit(&h->count[idx],
+						   memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* ---- ioctls and their outcomes ----------------------------------------- */
+
+enum outcome { OUT_OK, OUT_EXISTS, OUT_AGAIN, OUT_GONE, OUT_DEAD, OUT_FAILED };
+
+/*
+ * Classify an ioctl that returned @ret and whose count field says @done of
+ * @len bytes (read the field after the ioctl: not as an argument of the
+ * same call, whose evaluation order C leaves open): the count field holds the bytes done or a negative errno,
+ * the return value -1 with errno.  Both encodings of EAGAIN are seen.
+ */
+static enum outcome outcome_of(int ret, int64_t done, size_t len)
+{
+	int err = ret < 0 ? errno : 0;
+
+	if (!err && done < 0)
+		err = (int)-done;
+	if (!err && (uint64_t)done != len)
+		err = EAGAIN; /* partial: the rest is retried */
+	switch (err) {
+	case 0:
+		return OUT_OK;
+	case EEXIST:
+		return OUT_EXISTS;
+	case EAGAIN:
+		return OUT_AGAIN;
+	case ENOENT:
+		return OUT_GONE;
+	case ESRCH:
+	case ENOSPC: /* ESRCH before Linux 4.13 */
+		return OUT_DEAD;
+	default:
+		return OUT_FAILED;
+	}
+}
+
+static void wake(struct handler *h, uintptr_t addr, size_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	ioctl(h->uffd->fd, UFFDIO_WAKE, &r);
+	hcount(h, UC(wakes));
+}
+
+/* Count an outcome; wake on EEXIST; mark the runtime dead on ESRCH. */
+static enum outcome settle(struct handler *h, enum outcome o, uintptr_t addr)
+{
+	switch (o) {
+	case OUT_EXISTS:
+		hcount(h, UC(eexist));
+		wake(h, addr, h->uffd->page);
+		break;
+	case OUT_AGAIN:
+		hcount(h, UC(eagain));
+		break;
+	case OUT_GONE:
+		hcount(h, UC(enoent));
+		break;
+	case OUT_DEAD:
+		hcount(h, UC(esrch));
+		atomic_store(&h->uffd->dead, true);
+		break;
+	default:
+		break;
+	}
+	return o;
+}
+
+static enum outcome do_copy(struct handler *h, uintptr_t addr, bool wp)
+{
+	struct uffdio_copy c = {
+		.dst = addr,
+		.src = (uintptr_t)h->buf,
+		.len = h->uffd->page,
+		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+	};
+	int ret = ioctl(h->uffd->fd, UFFDIO_COPY, &c);
+	enum outcome o = outcome_of(ret, c.copy, c.len);
+
+	if (o == OUT_OK)
+		hcount(h, UC(copies));
+	return settle(h, o, addr);
+}
+
+static enum outcome do_continue(struct handler *h, uintptr_t addr)
+{
+	struct uffdio_continue c = {
+		.range = { .start = addr, .len = h->uffd->page },
+	};
+	int ret = ioctl(h->uffd->fd, UFFDIO_CONTINUE, &c);
+	enum outcome o = outcome_of(ret, c.mapped, h->uffd->page);
+
+	if (o == OUT_OK)
+		hcount(h, UC(continues));
+	return settle(h, o, addr);
+}
+
+static enum outcome do_unprotect(struct handler *h, uintptr_t addr)
+{
+	struct uffdio_writeprotect w = {
+		.range = { .start = addr, .len = h->uffd->page },
+		.mode = 0, /* clear, and wake */
+	};
+	int ret = ioctl(h->uffd->fd, UFFDIO_WRITEPROTECT, &w);
+	enum outcome o = outcome_of(ret, 0, 0);
+
+	if (o == OUT_OK)
+		hcount(h, UC(wp_resolved));
+	return settle(h, o, addr);
+}
+
+/*
+ * A page that cannot be resolved from its store: poison it, so that the
+ * access gets SIGBUS, or zero it where the kernel has no UFFDIO_POISON.
+ * Either wakes the faulter.
+ */
+static enum outcome do_poison(struct handler *h, uintptr_t addr)
+{
+	struct vmr_uffd *u = h->uffd;
+	enum outcome o;
+
+	hcount(h, UC(poisoned));
+	if (u->features & UFFD_FEATURE_POISON) {
+		struct uffdio_poison p = {
+			.range = { .start = addr, .len = u->page },
+		};
+
+		int ret = ioctl(u->fd, UFFDIO_POISON, &p);
+
+		/* Evaluate the count only after the ioctl has set it. */
+		o = outcome_of(ret, p.updated, u->page);
+	} else {
+		struct uffdio_zeropage z = {
+			.range = { .start = addr, .len = u->page },
+		};
+
+		int ret = ioctl(u->fd, UFFDIO_ZEROPAGE, &z);
+
+		o = outcome_of(ret, z.zeropage, u->page);
+		if (o == OUT_OK)
+			hcount(h, UC(zeropages));
+	}
+	return settle(h, o, addr);
+}
+
+/* ---- the regions' fault handler --------------------------------------- */
+
+static void mapping_put(struct mapping *m)
+{
+	if (atomic_fetch_sub(&m->refs, 1) == 1) {
+		vmr_pagemap_destroy(m->pages);
+		vmr_free(m);
+	}
+}
+
+static void region_open(struct vmr_region *r, const struct vmr_region *from)
+{
+	struct mapping *m = vmr_region_private(from);
+
+	(void)r;
+	atomic_fetch_add(&m->refs, 1);
+}
+
+static void region_close(struct vmr_region *r)
+{
+	mapping_put(vmr_region_private(r));
+}
+
+static vmr_fault_t uffd_fault(struct vmr_fault *vmf);
+
+static const struct vmr_region_ops uffd_region_ops = {
+	.fault = uffd_fault,
+	.open = region_open,
+	.close = region_close,
+};
+
+/* The fault ends without installing: tell the message loop why. */
+static vmr_fault_t give_up(struct vmr_fault *vmf, struct fault_ctx *c,
+			   struct mapping *m, size_t idx, enum outcome o)
+{
+	c->status = o == OUT_AGAIN ? FAULT_DEFERRED :
+		    o == OUT_GONE  ? FAULT_GONE :
+		    o == OUT_DEAD  ? FAULT_DEAD :
+				     FAULT_FAILED;
+	vmr_page_unlock(m->pages, idx);
+	vmr_fault_release(vmf);
+	return VMR_FAULT_COMPLETED;
+}
+
+static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
+{
+	struct fault_ctx *c = vmf->ctx;
+	struct handler *h = c->h;
+	struct mapping *m = vmr_region_private(vmf->region);
+	size_t idx = (vmf->address - m->base) / h->uffd->page;
+	uint64_t off = vmr_region_offset(vmf->region) +
+		       (vmf->address - vmr_region_start(vmf->region));
+	vmr_fault_t ret, io;
+	enum outcome o;
+
+	ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
+	if (ret)
+		return ret;
+	if (c->kind == KIND_WP) {
+		/* A write to a present, write-protected page. */
+		if (m->ops.dirty)
+			m->ops.dirty(m->store, off);
+		o = do_unprotect(h, vmf->address);
+		goto installed;
+	}
+	if (vmr_page_uptodate(m->pages, idx)) {
+		/* A duplicate message: the page is in already. */
+		hcount(h, UC(coalesced));
+		wake(h, vmf->address, h->uffd->page);
+		c->resolved = true;
+		vmr_page_unlock(m->pages, idx);
+		return VMR_FAULT_NOPAGE;
+	}
+	if (c->kind == KIND_MINOR) {
+		o = do_continue(h, vmf->address);
+		goto installed;
+	}
+	io = 0;
+	if (!c->have || c->have_map != m->id || c->have_off != off) {
+		io = vmr_fault_release_for_io(vmf);
+		c->read_err = m->ops.read(m->store, off, h->buf,
+					  h->uffd->page);
+		c->have = true;
+		c->have_map = m->id;
+		c->have_off = off;
+		if (c->read_err)
+			hcount(h, UC(store_errors));
+		if (io) {
+			/* The lock was dropped for the read: retry, and
+			 * install the buffered page then. */
+			vmr_page_unlock(m->pages, idx);
+			return io | VMR_FAULT_MAJOR;
+		}
+	}
+	if (c->read_err)
+		o = do_poison(h, vmf->address);
+	else
+		o = do_copy(h, vmf->address,
+			    (m->mode & VMR_UFFD_WP) && !c->write);
+installed:
+	if (o != OUT_OK && o != OUT_EXISTS)
+		return give_up(vmf, c, m, idx, o);
+	c->resolved = true;
+	if (c->kind != KIND_WP)
+		vmr_page_mark_uptodate(m->pages, idx);
+	vmr_page_unlock(m->pages, idx);
+	return VMR_FAULT_NOPAGE;
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* One page-fault message; false if it must be retried later (EAGAIN). */
+static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
+{
+	struct vmr_uffd *u = h->uffd;
+	uint64_t flags = msg->arg.pagefault.flags;
+	uintptr_t addr = msg->arg.pagefault.address & ~(u->page - 1);
+	struct fault_ctx c = { .h = h };
+	unsigned int fflags = VMR_FAULT_FLAG_DEFAULT | VMR_FAULT_FLAG_USER;
+	vmr_fault_t res;
+
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		c.kind = KIND_WP;
+	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
+		c.kind = KIND_MINOR;
+	if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+		fflags |= VMR_FAULT_FLAG_WRITE;
+		c.write = true;
+	}
+	vmr_handle_fault(u->space, addr, fflags, &c, &res);
+	switch (c.status) {
+	case FAULT_DEFERRED:
+		return false;
+	case FAULT_GONE:
+	case FAULT_DEAD:
+		return true;
+	case FAULT_FAILED:
+		do_poison(h, addr);
+		return true;
+	case FAULT_DONE:
+		break;
+	}
+	if (c.resolved)
+		return true;
+	if (res & VMR_FAULT_RETRY) {
+		/* Unfinished: the runtime is shutting down; let it fault
+		 * again (the teardown unregisters the range). */
+		wake(h, addr, u->page);
+		return true;
+	}
+	/* No region, a forbidden access, or a handler error. */
+	return do_poison(h, addr) != OUT_AGAIN;
+}
+
+static void defer(struct handler *h, const struct uffd_msg *msg)
+{
+	struct deferred *d = vmr_alloc(sizeof(*d));
+
+	if (!d) {
+		/* Out of memory: wake it; it will fault again. */
+		wake(h, msg->arg.pagefault.address & ~(h->uffd->page - 1),
+		     h->uffd->page);
+		return;
+	}
+	d->msg = *msg;
+	d->next = h->deferred;
+	h->deferred = d;
+}
+
+static void retry_deferred(struct handler *h)
+{
+	struct deferred *d = h->deferred, *next;
+
+	h->deferred = NULL;
+	for (; d; d = next) {
+		next = d->next;
+		if (!handle_fault_msg(h, &d->msg)) {
+			d->next = h->deferred;
+			h->deferred = d;
+		} else {
+			vmr_free(d);
+		}
+	}
+}
+
+/* Each region of the space in [start, end), as a copy (the space may change). */
+struct region_copy {
+	uintptr_t start, end;
+	unsigned int prot;
+	uint64_t offset;
+	struct mapping *m;
+};
+
+static size_t copy_regions(struct vmr_space *space, uintptr_t start,
+			   uintptr_t end, struct region_copy **out)
+{
+	struct vmr_tree_iter it;
+	struct vmr_tree_entry e;
+	struct region_copy *v = NULL;
+	size_t n = 0, cap = 0;
+
+	vmr_space_read_lock(space);
+	vmr_tree_iter_start(&it, space->tree, start);
+	while (vmr_tree_iter_next(&it, &e) && e.start < end) {
+		struct vmr_region *r = e.value;
+
+		if (r->ops.fault != uffd_fault)
+			continue;
+		if (n == cap) {
+			struct region_copy *nv;
+
+			cap = cap * 2 + 8;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[n].start = r->start < start ? start : r->start;
+		v[n].end = r->end > end ? end : r->end;
+		v[n].prot = r->prot;
+		v[n].offset = r->offset + (v[n].start - r->start);
+		v[n].m = r->private_data;
+		n++;
+	}
+	vmr_space_read_unlock(space);
+	*out = v;
+	return n;
+}
+
+static struct mapping *mapping_new(struct vmr_uffd *u, uintptr_t base,
+				   size_t len, unsigned int mode,
+				   const struct vmr_uffd_store_ops *ops,
+				   void *store);
+
+/* Map [start, end) of @to with the stores and offsets of @v. */
+static void map_copies(struct vmr_uffd *u, const struct region_copy *v,
+		       size_t n, intptr_t shift, uintptr_t base, size_t len)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct mapping *m = mapping_new(u, base, len, v[i].m->mode,
+						&v[i].m->ops, v[i].m->store);
+		struct vmr_region_desc d = {
+			.start = (uintptr_t)((intptr_t)v[i].start + shift),
+			.len = v[i].end - v[i].start,
+			.prot = v[i].prot,
+			.offset = v[i].offset,
+			.ops = &uffd_region_ops,
+			.ops_size = sizeof(uffd_region_ops),
+			.private_data = m,
+		};
+
+		if (!m)
+			continue;
+		if (vmr_map(u->space, &d, sizeof(d), VMR_MAP_REPLACE))
+			mapping_put(m);
+	}
+}
+
+static int child_create(struct vmr_uffd *parent, int fd);
+
+static void apply_event(struct handler *h, const struct uffd_msg *msg)
+{
+	struct vmr_uffd *u = h->uffd;
+	struct region_copy *v;
+	size_t n;
+
+	switch (msg->event) {
+	case UFFD_EVENT_REMOVE: {
+		struct uffdio_range r = {
+			.start = msg->arg.remove.start,
+			.len = msg->arg.remove.end - msg->arg.remove.start,
+		};
+
+		hcount(h, UC(events_remove));
+		/* The discarded memory must read as zero from now on. */
+		ioctl(u->fd, UFFDIO_UNREGISTER, &r);
+		vmr_unmap(u->space, r.start, r.len);
+		break;
+	}
+	case UFFD_EVENT_UNMAP:
+		hcount(h, UC(events_unmap));
+		vmr_unmap(u->space, msg->arg.remove.start,
+			  msg->arg.remove.end - msg->arg.remove.start);
+		break;
+	case UFFD_EVENT_REMAP:
+		hcount(h, UC(events_remap));
+		n = copy_regions(u->space, msg->arg.remap.from,
+				 msg->arg.remap.from + msg->arg.remap.len, &v);
+		map_copies(u, v, n,
+			   (intptr_t)(msg->arg.remap.to - msg->arg.remap.from),
+			   msg->arg.remap.to, msg->arg.remap.len);
+		free(v);
+		vmr_unmap(u->space, msg->arg.remap.from, msg->arg.remap.len);
+		break;
+	case UFFD_EVENT_FORK:
+		hcount(h, UC(events_fork));
+		if (child_create(u, (int)msg->arg.fork.ufd))
+			close((int)msg->arg.fork.ufd);
+		break;
+	default:
+		break;
+	}
+}
+
+static bool is_event(const struct uffd_msg *msg)
+{
+	return msg->event != UFFD_EVENT_PAGEFAULT;
+}
+
+/* Wait until the events of batch @barrier have been applied. */
+static void wait_events(struct vmr_uffd *u, uint32_t barrier)
+{
+	uint32_t done;
+
+	for (;;) {
+		/* Pairs with the release in publish_events(). */
+		done = atomic_load_explicit(&u->events_applied,
+					    memory_order_acquire);
+		if ((int32_t)(done - barrier) >= 0)
+			return;
+		vmr_futex_wait(&u->events_applied, done);
+	}
+}
+
+static void publish_events(struct vmr_uffd *u, uint32_t seq)
+{
+	atomic_store_explicit(&u->events_applied, seq, memory_order_release);
+	vmr_futex_wake(&u->events_applied, INT_MAX);
+}
+
+/* Read and handle one batch; false if the descriptor is unusable. */
+static bool handle_batch(struct handler *h)
+{
+	struct vmr_uffd *u = h->uffd;
+	uint32_t seq, barrier;
+	bool events = false;
+	ssize_t got;
+	size_t n;
+
+	pthread_mutex_lock(&u->read_lock);
+	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
+	if (got <= 0) {
+		pthread_mutex_unlock(&u->read_lock);
+		return got < 0 && (errno == EAGAIN || errno == EINTR);
+	}
+	n = (size_t)got / sizeof(*h->msgs);
+	seq = ++u->batch_seq;
+	barrier = u->last_event_seq;
+	for (size_t i = 0; i < n && !events; i++)
+		events = is_event(&h->msgs[i]);
+	if (events)
+		u->last_event_seq = seq;
+	pthread_mutex_unlock(&u->read_lock);
+
+	hcount(h, UC(batches));
+	wait_events(u, barrier);
+	for (size_t i = 0; i < n; i++) {
+		hcount(h, UC(messages));
+		if (is_event(&h->msgs[i])) {
+			apply_event(h, &h->msgs[i]);
+			continue;
+		}
+		hcount(h, UC(faults));
+		if (!handle_fault_msg(h, &h->msgs[i]))
+			defer(h, &h->msgs[i]);
+	}
+	if (events)
+		publish_events(u, seq);
+	return true;
+}
+
+static void *handler_main(void *arg)
+{
+	struct handler *h = arg;
+	struct vmr_uffd *u = h->uffd;
+	struct pollfd p[2] = { { .fd = u->fd, .events = POLLIN },
+			       { .fd = u->stop_fd, .events = POLLIN } };
+
+	vmr_space_register_thread(u->space);
+	while (!atomic_load(&u->stopping)) {
+		/* With deferred faults, look again soon even if idle. */
+		if (poll(p, 2, h->deferred ? 1 : -1) < 0 && errno != EINTR)
+			break;
+		if (atomic_load(&u->stopping))
+			break;
+		if ((p[0].revents & POLLIN) && !handle_batch(h))
+			break;
+		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break;
+		if (h->deferred && !atomic_load(&u->dead))
+			retry_deferred(h);
+	}
+	/* Whatever was deferred: wake it (the teardown unregisters). */
+	while (h->deferred) {
+		struct deferred *d = h->deferred;
+
+		h->deferred = d->next;
+		wake(h, d->msg.arg.pagefault.address & ~(u->page - 1),
+		     u->page);
+		vmr_free(d);
+	}
+	vmr_space_unregister_thread(u->space);
+	return NULL;
+}
+
+/* ---- opening and negotiating ------------------------------------------ */
+
+static int open_uffd(void)
+{
+	int fd, dev, err;
+
+	fd = (int)syscall(SYS_userfaultfd,
+			  O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd >= 0)
+		return fd;
+	err = errno;
+	if (err == EINVAL) /* a kernel without UFFD_USER_MODE_ONLY */
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0)
+		return fd;
+	/* The sysctl or seccomp refused the syscall: try the device. */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -(err == ENOSYS && errno == ENOENT ? ENOSYS :
+			 err == EPERM || errno == EACCES ? EPERM : err);
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	err = errno;
+	close(dev);
+	return fd >= 0 ? fd : -err;
+}
+
+/* UFFDIO_API on @fd asking for @features; 0 and the answer, or -errno. */
+static int api(int fd, uint64_t features, uint64_t *got)
+{
+	struct uffdio_api a = { .api = UFFD_API, .features = features };
+
+	if (ioctl(fd, UFFDIO_API, &a))
+		return -errno;
+	*got = a.features;
+	return 0;
+}
+
+/* What the kernel supports: ask on a descriptor thrown away after. */
+static int probe_features(uint64_t *supported)
+{
+	int fd = open_uffd(), err;
+
+	if (fd < 0)
+		return fd;
+	err = api(fd, 0, supported);
+	close(fd);
+	return err;
+}
+
+/* Open (or adopt) the runtime's descriptor with the features to use. */
+static int negotiate(struct vmr_uffd *u, const struct vmr_uffd_config *cfg)
+{
+	uint64_t supported = 0, want, answer;
+	int err;
+
+	if (cfg->fd >= 0) {
+		u->fd = cfg->fd;
+		u->own_fd = false;
+		if (fcntl(u->fd, F_SETFL, fcntl(u->fd, F_GETFL) | O_NONBLOCK))
+			return -errno;
+		if (cfg->flags & VMR_UFFD_FD_READY) {
+			/* Its features were chosen by whoever made it. */
+			u->features = cfg->features;
+			return 0;
+		}
+	}
+	err = probe_features(&supported);
+	if (err && cfg->fd < 0)
+		return err;
+	if (err) /* a handed-in descriptor, and we may not open our own */
+		supported = cfg->features | RUNTIME_EVENTS;
+	want = cfg->features | (supported & UFFD_FEATURE_POISON) |
+	       (cfg->flags & VMR_UFFD_NO_EVENTS ? 0 :
+						  supported & RUNTIME_EVENTS);
+	if (cfg->fd < 0) {
+		u->fd = open_uffd();
+		if (u->fd < 0)
+			return u->fd;
+		u->own_fd = true;
+	}
+	err = api(u->fd, want, &answer);
+	if (err == -EPERM && (want & UFFD_FEATURE_EVENT_FORK) && u->own_fd) {
+		/* EVENT_FORK needs CAP_SYS_PTRACE: do without it. */
+		close(u->fd);
+		u->fd = open_uffd();
+		if (u->fd < 0)
+			return u->fd;
+		want &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+		err = api(u->fd, want, &answer);
+	}
+	if (!err)
+		u->features = want;
+	return err;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+static void runtime_free(struct vmr_uffd *u)
+{
+	if (u->handlers) {
+		for (unsigned int i = 0; i < u->nr_threads; i++) {
+			free(u->handlers[i].buf);
+			vmr_free(u->handlers[i].msgs);
+		}
+		free(u->handlers);
+	}
+	if (u->stop_fd >= 0)
+		close(u->stop_fd);
+	if (u->own_fd && u->fd >= 0)
+		close(u->fd);
+	pthread_mutex_destroy(&u->read_lock);
+	pthread_mutex_destroy(&u->children_lock);
+	vmr_free(u);
+}
+
+static int start_threads(struct vmr_uffd *u)
+{
+	for (unsigned int i = 0; i < u->nr_threads; i++) {
+		struct handler *h = &u->handlers[i];
+
+		h->uffd = u;
+		h->msgs = vmr_alloc(u->batch * sizeof(*h->msgs));
+		if (!h->msgs || vmr_alloc_injected_failure() ||
+		    posix_memalign(&h->buf, u->page, u->page))
+			return -ENOMEM;
+	}
+	for (unsigned int i = 0; i < u->nr_threads; i++) {
+		if (pthread_create(&u->handlers[i].thread, NULL, handler_main,
+				   &u->handlers[i])) {
+			/* Stop the ones started. */
+			atomic_store(&u->stopping, true);
+			eventfd_write(u->stop_fd, 1);
+			for (unsigned int j = 0; j < i; j++)
+				pthread_join(u->handlers[j].thread, NULL);
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cfg,
+		       struct vmr_uffd **out)
+{
+	struct vmr_uffd *u;
+	long cpus;
+	int err;
+
+	u = vmr_alloc_aligned(sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	memset(u, 0, sizeof(*u));
+	u->space = space;
+	u->fd = -1;
+	u->stop_fd = -1;
+	u->page = vmr_space_page_size(space);
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	u->nr_threads = cfg->threads ? cfg->threads :
+				       (unsigned int)(cpus > 0 ? cpus : 1);
+	u->batch = cfg->batch ? cfg->batch : DEFAULT_BATCH;
+	atomic_init(&u->events_applied, 0);
+	atomic_init(&u->dead, false);
+	atomic_init(&u->stopping, false);
+	pthread_mutex_init(&u->read_lock, NULL);
+	pthread_mutex_init(&u->children_lock, NULL);
+	u->handlers = calloc(u->nr_threads, sizeof(*u->handlers));
+	u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!u->handlers || u->stop_fd < 0) {
+		runtime_free(u);
+		return u->stop_fd < 0 ? -errno : -ENOMEM;
+	}
+	err = negotiate(u, cfg);
+	if (!err)
+		err = start_threads(u);
+	if (err) {
+		runtime_free(u);
+		return err;
+	}
+	*out = u;
+	return 0;
+}
+
+int vmr_uffd_create(struct vmr_space *space,
+		    const struct vmr_uffd_config *config, size_t config_size,
+		    struct vmr_uffd **uffdp)
+{
+	struct vmr_uffd_config cfg;
+	int err;
+
+	if (!space || !uffdp)
+		return -EINVAL;
+	err = vmr_copy_sized(&cfg, sizeof(cfg), config, config_size);
+	if (err)
+		return err;
+	if (!config || config_size < offsetof(struct vmr_uffd_config, fd) +
+						      sizeof(int))
+		cfg.fd = -1;
+	if (cfg.threads > MAX_THREADS || cfg.batch > MAX_BATCH ||
+	    (cfg.flags & ~(VMR_UFFD_FD_READY | VMR_UFFD_NO_EVENTS)) ||
+	    vmr_space_page_size(space) != (size_t)sysconf(_SC_PAGESIZE))
+		return -EINVAL;
+	return runtime_new(space, &cfg, uffdp);
+}
+
+/* Unregister every range this runtime registered (its regions). */
+static void unregister_all(struct vmr_uffd *u)
+{
+	struct vmr_tree_iter it;
+	struct vmr_tree_entry e;
+
+	vmr_space_read_lock(u->space);
+	vmr_tree_iter_start(&it, u->space->tree, 0);
+	while (vmr_tree_iter_next(&it, &e)) {
+		struct vmr_region *r = e.value;
+		struct uffdio_range range = { .start = e.start,
+					      .len = e.end - e.start };
+
+		if (r->ops.fault == uffd_fault &&
+		    ((struct mapping *)r->private_data)->uffd == u)
+			ioctl(u->fd, UFFDIO_UNREGISTER, &range);
+	}
+	vmr_space_read_unlock(u->space);
+}
+
+int vmr_uffd_destroy(struct vmr_uffd *uffd)
+{
+	struct vmr_uffd *child, *next;
+
+	if (!uffd)
+		return 0;
+	vmr_space_shutdown(uffd->space);
+	atomic_store(&uffd->stopping, true);
+	eventfd_write(uffd->stop_fd, 1);
+	for (unsigned int i = 0; i < uffd->nr_threads; i++)
+		pthread_join(uffd->handlers[i].thread, NULL);
+	unregister_all(uffd);
+	for (child = uffd->children; child; child = next) {
+		struct vmr_space *cs = child->child_space;
+
+		next = child->next_child;
+		vmr_uffd_destroy(child);
+		vmr_space_destroy(cs);
+	}
+	runtime_free(uffd);
+	return 0;
+}
+
+/* ---- mappings -------------------------------------------------------- */
+
+static struct mapping *mapping_new(struct vmr_uffd *u, uintptr_t base,
+				   size_t len, unsigned int mode,
+				   const struct vmr_uffd_store_ops *ops,
+				   void *store)
+{
+	struct mapping *m = vmr_alloc(sizeof(*m));
+
+	if (!m)
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	if (vmr_pagemap_create(u->space, len / u->page, &m->pages)) {
+		vmr_free(m);
+		return NULL;
+	}
+	m->id = atomic_fetch_add(&next_mapping_id, 1);
+	m->base = base;
+	m->mode = mode;
+	m->uffd = u;
+	m->ops = *ops;
+	m->store = store;
+	atomic_init(&m->refs, 1);
+	return m;
+}
+
+int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
+		 unsigned int prot, uint64_t offset, unsigned int mode,
+		 const struct vmr_uffd_store_ops *ops, size_t ops_size,
+		 void *store)
+{
+	struct vmr_uffd_store_ops o;
+	struct uffdio_register reg;
+	struct vmr_region_desc d;
+	struct mapping *m;
+	uint64_t need;
+	int err;
+
+	if (!uffd || !addr || !len || ((uintptr_t)addr | len) & (uffd->page - 1) ||
+	    (mode != VMR_UFFD_MISSING &&
+	     mode != (VMR_UFFD_MISSING | VMR_UFFD_WP) &&
+	     mode != VMR_UFFD_MINOR))
+		return -EINVAL;
+	err = vmr_copy_sized(&o, sizeof(o), ops, ops_size);
+	if (err)
+		return err;
+	if (!o.read && mode != VMR_UFFD_MINOR)
+		return -EINVAL;
+	if (atomic_load(&uffd->dead))
+		return -ESRCH;
+	m = mapping_new(uffd, (uintptr_t)addr, len, mode, &o, store);
+	if (!m)
+		return -ENOMEM;
+	memset(&d, 0, sizeof(d));
+	d.start = (uintptr_t)addr;
+	d.len = len;
+	d.prot = prot;
+	d.offset = offset;
+	d.ops = &uffd_region_ops;
+	d.ops_size = sizeof(uffd_region_ops);
+	d.private_data = m;
+	err = vmr_map(uffd->space, &d, sizeof(d), 0);
+	if (err) {
+		mapping_put(m);
+		return err;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.range.start = (uintptr_t)addr;
+	reg.range.len = len;
+	reg.mode = (mode & VMR_UFFD_MISSING ? UFFDIO_REGISTER_MODE_MISSING : 0) |
+		   (mode & VMR_UFFD_WP ? UFFDIO_REGISTER_MODE_WP : 0) |
+		   (mode & VMR_UFFD_MINOR ? UFFDIO_REGISTER_MODE_MINOR : 0);
+	need = mode & VMR_UFFD_MINOR ? (1ull << _UFFDIO_CONTINUE) :
+				       (1ull << _UFFDIO_COPY);
+	if (ioctl(uffd->fd, UFFDIO_REGISTER, &reg)) {
+		err = errno == ESRCH || errno == ENOSPC ? -ESRCH : -errno;
+	} else if ((reg.ioctls & need) != need) {
+		struct uffdio_range r = reg.range;
+
+		ioctl(uffd->fd, UFFDIO_UNREGISTER, &r);
+		err = -EINVAL;
+	}
+	if (err)
+		vmr_unmap(uffd->space, (uintptr_t)addr, len);
+	return err;
+}
+
+int vmr_uffd_unmap(struct vmr_uffd *uffd, void *addr, size_t len)
+{
+	struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
+
+	if (!uffd || !len || ((uintptr_t)addr | len) & (uffd->page - 1))
+		return -EINVAL;
+	/* Wakes the faults waiting in the range; not an error if gone. */
+	ioctl(uffd->fd, UFFDIO_UNREGISTER, &r);
+	return vmr_unmap(uffd->space, (uintptr_t)addr, len);
+}
+
+/* ---- forked children ---------------------------------------------------- */
+
+static int child_create(struct vmr_uffd *parent, int fd)
+{
+	struct vmr_uffd_config cfg = { .threads = 1,
+				       .batch = parent->batch,
+				       .fd = fd,
+				       .flags = VMR_UFFD_FD_READY,
+				       .features = parent->features };
+	struct vmr_space_config scfg = {
+		.page_size = parent->page,
+		.flavor = parent->space->flavor,
+		.granularity = parent->space->granularity,
+		.policy = parent->space->policy,
+	};
+	struct vmr_space *space;
+	struct vmr_uffd *child;
+	struct region_copy *v;
+	size_t n;
+	int err;
+
+	err = vmr_space_create(&scfg, sizeof(scfg), &space);
+	if (err)
+		return err;
+	err = runtime_new(space, &cfg, &child);
+	if (err) {
+		vmr_space_destroy(space);
+		return err;
+	}
+	child->own_fd = true; /* the kernel gave it to us */
+	child->child_space = space;
+	/* The child's memory is a copy of the parent's: same stores. */
+	n = copy_regions(parent->space, 0, UINTPTR_MAX, &v);
+	for (size_t i = 0; i < n; i++)
+		map_copies(child, &v[i], 1, 0, v[i].start,
+			   v[i].end - v[i].start);
+	free(v);
+	pthread_mutex_lock(&parent->children_lock);
+	child->next_child = parent->children;
+	parent->children = child;
+	pthread_mutex_unlock(&parent->children_lock);
+	return 0;
+}
+
+/* ---- queries --------------------------------------------------------- */
+
+int vmr_uffd_fd(const struct vmr_uffd *uffd)
+{
+	return uffd ? uffd->fd : -1;
+}
+
+uint64_t vmr_uffd_features(const struct vmr_uffd *uffd)
+{
+	return uffd ? uffd->features : 0;
+}
+
+struct vmr_space *vmr_uffd_space(const struct vmr_uffd *uffd)
+{
+	return uffd ? uffd->space : NULL;
+}
+
+bool vmr_uffd_is_dead(const struct vmr_uffd *uffd)
+{
+	return uffd && atomic_load(&uffd->dead);
+}
+
+int vmr_uffd_stats(const struct vmr_uffd *uffd, struct vmr_uffd_stats *stats,
+		   size_t size)
+{
+	uint64_t sum[NR_UFFD_COUNTERS] = { 0 };
+	size_t n = size / sizeof(uint64_t);
+
+	if (!uffd || !stats || size % sizeof(uint64_t))
+		return -EINVAL;
+	for (unsigned int i = 0; i < uffd->nr_threads; i++)
+		for (size_t c = 0; c < NR_UFFD_COUNTERS; c++)
+			sum[c] += atomic_load_explicit(
+				&uffd->handlers[i].count[c],
+				memory_order_relaxed);
+	if (n > NR_UFFD_COUNTERS)
+		n = NR_UFFD_COUNTERS;
+	memcpy(stats, sum, n * sizeof(uint64_t));
+	memset((uint64_t *)stats + n, 0, size - n * sizeof(uint64_t));
+	return 0;
+}
