@@ -28,7 +28,9 @@ struct vmr_space_lock {
 	_Atomic uint32_t state __attribute__((aligned(VMR_CACHELINE)));
 	_Atomic uint32_t drain;
 	_Atomic(const void *) owner;
-	pthread_mutex_t writers;
+	/* Writers queue in ticket order (FIFO, as rwsem waiters do). */
+	_Atomic uint32_t next_ticket;
+	_Atomic uint32_t serving;
 };
 
 int vmr_space_lock_init(struct vmr_space_lock *lock);
@@ -168,6 +170,8 @@ void vmr_pagemaps_detach_all(struct vmr_space *space);
 /* Sleep until @index is unlocked (@take: and lock it); 0 or -EINTR. */
 int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
 		  bool take);
+/* vmr_page_mark_uptodate() and vmr_page_unlock() in one step. */
+int vmr_page_mark_uptodate_unlock(struct vmr_pagemap *map, size_t index);
 /* Drop the page pin a fault holds, if any. */
 void vmr_fault_unpin(struct vmr_fault *vmf);
 

@@ -206,7 +206,9 @@ int vmr_page_wait_unlocked(struct vmr_pagemap *map, size_t index,
 	return vmr_page_wait(map, index, flags, false);
 }
 
-int vmr_page_unlock(struct vmr_pagemap *map, size_t index)
+/* Unlock, and set @set bits in the same step; the old word in *@old. */
+static int page_unlock_set(struct vmr_pagemap *map, size_t index,
+			   uint32_t set, uint32_t *old)
 {
 	_Atomic uint32_t *word;
 	uint32_t v;
@@ -218,14 +220,41 @@ int vmr_page_unlock(struct vmr_pagemap *map, size_t index)
 		if (!(v & PG_LOCKED))
 			return vmr_misuse("page unlock of an unlocked page");
 	} while (!atomic_compare_exchange_weak_explicit(
-		&map->page[index], &v, v & ~(PG_LOCKED | PG_WAITERS),
+		&map->page[index], &v, (v & ~(PG_LOCKED | PG_WAITERS)) | set,
 		memory_order_seq_cst, memory_order_relaxed));
+	*old = v;
 	if (v & PG_WAITERS) {
 		word = wait_word(map, index);
 		atomic_fetch_add_explicit(word, 1, memory_order_release);
 		vmr_futex_wake(word, INT_MAX);
 	}
 	return 0;
+}
+
+int vmr_page_unlock(struct vmr_pagemap *map, size_t index)
+{
+	uint32_t old;
+
+	return page_unlock_set(map, index, 0, &old);
+}
+
+static void count_read(struct vmr_pagemap *map, uint32_t old)
+{
+	if (old & PG_UPTODATE)
+		return;
+	count(map->space, VMR_STAT(page_reads));
+	if (old & PG_EVER)
+		count(map->space, VMR_STAT(page_rereads));
+}
+
+int vmr_page_mark_uptodate_unlock(struct vmr_pagemap *map, size_t index)
+{
+	uint32_t old;
+	int err = page_unlock_set(map, index, PG_UPTODATE | PG_EVER, &old);
+
+	if (!err)
+		count_read(map, old);
+	return err;
 }
 
 bool vmr_page_uptodate(const struct vmr_pagemap *map, size_t index)
@@ -251,9 +280,7 @@ int vmr_page_mark_uptodate(struct vmr_pagemap *map, size_t index)
 	} while (!atomic_compare_exchange_weak_explicit(
 		&map->page[index], &v, v | PG_UPTODATE | PG_EVER,
 		memory_order_release, memory_order_relaxed));
-	count(map->space, VMR_STAT(page_reads));
-	if (v & PG_EVER)
-		count(map->space, VMR_STAT(page_rereads));
+	count_read(map, v);
 	return 0;
 }
 

@@ -36,27 +36,34 @@
  * A fault.  Each page-fault message becomes vmr_handle_fault() on the
  * space; the region's handler (uffd_fault()) takes the page's lock in the
  * mapping's page map (so duplicate messages for a page coalesce: the second
- * finds it installed and only wakes), reads the store into the handler
- * thread's page buffer (releasing the fault's lock first if the policy
- * says so, and then returning the retry the engine asked for: the buffer,
- * kept in the fault's persistent descriptor, is installed on the retry
- * without a second read), and installs the page under the fault's lock
- * with UFFDIO_COPY (ZEROPAGE, CONTINUE, WRITEPROTECT as the mapping says).
+ * waits for the first, finds the page installed and only wakes), reads the
+ * store into the handler thread's page buffer (releasing the fault's lock
+ * first if the policy says so, and then returning the retry the engine
+ * asked for: the buffer, kept in the fault's persistent descriptor, is
+ * installed on the retry without a second read, and the page lock is kept
+ * across the retry so that a duplicate cannot read the store again), and
+ * installs the page under the fault's lock with UFFDIO_COPY (ZEROPAGE,
+ * CONTINUE, WRITEPROTECT as the mapping says).  The fault holds a
+ * reference on its mapping from before anything that may drop its lock
+ * until it is done with it, so an unmap during the read cannot free it.
  *
  * Ioctl outcomes (both encodings: -1/errno and a negative count field):
  *   done         the page is installed, and the ioctl woke the faulter;
  *   EEXIST       someone installed it already: done, and UFFDIO_WAKE;
  *   EAGAIN       the layout is changing (an event is queued and unread, or
- *                just read and not yet completed): the fault is deferred,
- *                the thread reads pending messages first and retries it;
- *   ENOENT       the range is no longer registered: nothing to install, and
- *                the unregister woke the faulter already;
+ *                just read and not yet completed): the fault is deferred
+ *                and retried after the thread's next read of messages, or
+ *                within a millisecond, never in a loop that reads nothing;
+ *   ENOENT       the range is no longer registered (unregistered, unmapped
+ *                or moved): nothing to install; wake, in case no
+ *                unregister did;
  *   ESRCH        the process exited: the runtime is dead, threads idle;
  *   other        a bug or a hostile range: poison the page (or zero it),
  *                which wakes the faulter.
  * A fault that does not resolve from the store (no region, a forbidden
  * access, a store error) is poisoned, so the faulting thread gets SIGBUS
- * instead of sleeping forever.  Every path installs, wakes, or knows that
+ * instead of sleeping forever; a stale message (a duplicate read after its
+ * range was unregistered) finds the range gone (ENOENT) and is only woken.  Every path installs, wakes, or knows that
  * the kernel woke (unregistered or dead): no faulter is left asleep.
  *
  * Counters are per handler thread, written by it alone, summed on read.
@@ -67,7 +74,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -129,6 +136,7 @@ struct deferred {
 struct handler {
 	struct vmr_uffd *uffd;
 	pthread_t thread;
+	int epoll_fd;
 	void *buf; /* one page */
 	struct uffd_msg *msgs;
 	struct deferred *deferred;
@@ -177,6 +185,10 @@ struct fault_ctx {
 	bool have;
 	uint64_t have_map, have_off;
 	int read_err;
+	/* The page this fault keeps locked (and its mapping referenced)
+	 * across a retry after reading it, so duplicates wait for it. */
+	struct mapping *held;
+	size_t held_idx;
 };
 
 static _Atomic uint64_t next_mapping_id = 1;
@@ -310,7 +322,6 @@ static enum outcome do_poison(struct handler *h, uintptr_t addr)
 	struct vmr_uffd *u = h->uffd;
 	enum outcome o;
 
-	hcount(h, UC(poisoned));
 	if (u->features & UFFD_FEATURE_POISON) {
 		struct uffdio_poison p = {
 			.range = { .start = addr, .len = u->page },
@@ -320,6 +331,8 @@ static enum outcome do_poison(struct handler *h, uintptr_t addr)
 
 		/* Evaluate the count only after the ioctl has set it. */
 		o = outcome_of(ret, p.updated, u->page);
+		if (o == OUT_OK)
+			hcount(h, UC(poisoned));
 	} else {
 		struct uffdio_zeropage z = {
 			.range = { .start = addr, .len = u->page },
@@ -328,8 +341,10 @@ static enum outcome do_poison(struct handler *h, uintptr_t addr)
 		int ret = ioctl(u->fd, UFFDIO_ZEROPAGE, &z);
 
 		o = outcome_of(ret, z.zeropage, u->page);
-		if (o == OUT_OK)
+		if (o == OUT_OK) {
 			hcount(h, UC(zeropages));
+			hcount(h, UC(poisoned));
+		}
 	}
 	return settle(h, o, addr);
 }
@@ -386,12 +401,25 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	size_t idx = (vmf->address - m->base) / h->uffd->page;
 	uint64_t off = vmr_region_offset(vmf->region) +
 		       (vmf->address - vmr_region_start(vmf->region));
-	vmr_fault_t ret, io;
+	vmr_fault_t ret, io, major = 0;
 	enum outcome o;
 
-	ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
-	if (ret)
-		return ret;
+	if (c->held == m && c->held_idx == idx) {
+		/* Ours since the read; its reference is ours too. */
+		c->held = NULL;
+	} else {
+		if (c->held) {
+			vmr_page_unlock(c->held->pages, c->held_idx);
+			mapping_put(c->held);
+			c->held = NULL;
+		}
+		atomic_fetch_add(&m->refs, 1); /* the fault may drop its lock */
+		ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
+		if (ret) {
+			mapping_put(m);
+			return ret;
+		}
+	}
 	if (c->kind == KIND_WP) {
 		/* A write to a present, write-protected page. */
 		if (m->ops.dirty)
@@ -405,6 +433,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		wake(h, vmf->address, h->uffd->page);
 		c->resolved = true;
 		vmr_page_unlock(m->pages, idx);
+		mapping_put(m);
 		return VMR_FAULT_NOPAGE;
 	}
 	if (c->kind == KIND_MINOR) {
@@ -412,8 +441,11 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		goto installed;
 	}
 	io = 0;
+	major = 0;
 	if (!c->have || c->have_map != m->id || c->have_off != off) {
-		io = vmr_fault_release_for_io(vmf);
+		major = VMR_FAULT_MAJOR;
+		if (!(m->mode & VMR_UFFD_FAST_STORE))
+			io = vmr_fault_release_for_io(vmf);
 		c->read_err = m->ops.read(m->store, off, h->buf,
 					  h->uffd->page);
 		c->have = true;
@@ -424,7 +456,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		if (io) {
 			/* The lock was dropped for the read: retry, and
 			 * install the buffered page then. */
-			vmr_page_unlock(m->pages, idx);
+			c->held = m;
+			c->held_idx = idx;
 			return io | VMR_FAULT_MAJOR;
 		}
 	}
@@ -434,13 +467,19 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		o = do_copy(h, vmf->address,
 			    (m->mode & VMR_UFFD_WP) && !c->write);
 installed:
-	if (o != OUT_OK && o != OUT_EXISTS)
-		return give_up(vmf, c, m, idx, o);
+	if (o != OUT_OK && o != OUT_EXISTS) {
+		ret = give_up(vmf, c, m, idx, o);
+		mapping_put(m);
+		return ret;
+	}
 	c->resolved = true;
 	if (c->kind != KIND_WP)
-		vmr_page_mark_uptodate(m->pages, idx);
-	vmr_page_unlock(m->pages, idx);
-	return VMR_FAULT_NOPAGE;
+		vmr_page_mark_uptodate_unlock(m->pages, idx);
+	else
+		vmr_page_unlock(m->pages, idx);
+	/* MAJOR if this attempt read the store, as filemap_fault(). */
+	mapping_put(m);
+	return VMR_FAULT_NOPAGE | major;
 }
 
 /* ---- messages ----------------------------------------------------------- */
@@ -464,10 +503,18 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 		c.write = true;
 	}
 	vmr_handle_fault(u->space, addr, fflags, &c, &res);
+	if (c.held) {
+		/* Its retry never came (shutdown): let the page go. */
+		vmr_page_unlock(c.held->pages, c.held_idx);
+		mapping_put(c.held);
+	}
 	switch (c.status) {
 	case FAULT_DEFERRED:
 		return false;
 	case FAULT_GONE:
+		/* Gone by munmap/mremap: nothing unregistered, nothing woke it. */
+		wake(h, addr, u->page);
+		return true;
 	case FAULT_DEAD:
 		return true;
 	case FAULT_FAILED:
@@ -484,8 +531,17 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 		wake(h, addr, u->page);
 		return true;
 	}
-	/* No region, a forbidden access, or a handler error. */
-	return do_poison(h, addr) != OUT_AGAIN;
+	/* A forbidden access, no region, or a handler error: SIGBUS, not a
+	 * hang; a stale message finds the range gone (ENOENT): wake it. */
+	switch (do_poison(h, addr)) {
+	case OUT_AGAIN:
+		return false;
+	case OUT_GONE:
+		wake(h, addr, u->page);
+		return true;
+	default:
+		return true;
+	}
 }
 
 static void defer(struct handler *h, const struct uffd_msg *msg)
@@ -664,8 +720,8 @@ static void publish_events(struct vmr_uffd *u, uint32_t seq)
 	vmr_futex_wake(&u->events_applied, INT_MAX);
 }
 
-/* Read and handle one batch; false if the descriptor is unusable. */
-static bool handle_batch(struct handler *h)
+/* Read and handle one batch; how many messages (0: none there). */
+static size_t handle_batch(struct handler *h)
 {
 	struct vmr_uffd *u = h->uffd;
 	uint32_t seq, barrier;
@@ -677,7 +733,7 @@ static bool handle_batch(struct handler *h)
 	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
 	if (got <= 0) {
 		pthread_mutex_unlock(&u->read_lock);
-		return got < 0 && (errno == EAGAIN || errno == EINTR);
+		return 0;
 	}
 	n = (size_t)got / sizeof(*h->msgs);
 	seq = ++u->batch_seq;
@@ -702,27 +758,64 @@ static bool handle_batch(struct handler *h)
 	}
 	if (events)
 		publish_events(u, seq);
-	return true;
+	return n;
+}
+
+/*
+ * Each handler waits in an epoll set of its own, holding the userfaultfd
+ * with EPOLLEXCLUSIVE: a message wakes one idle handler, not all of them
+ * (with plain poll() every handler woke for every message: four context
+ * switches a page at eight handlers in bench_uffd).
+ */
+static int handler_epoll(struct vmr_uffd *u)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0)
+		return -errno;
+	ev.data.fd = u->fd;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, u->fd, &ev)) {
+		/* A kernel without EPOLLEXCLUSIVE (before 4.5). */
+		ev.events = EPOLLIN;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, u->fd, &ev))
+			goto fail;
+	}
+	ev.events = EPOLLIN;
+	ev.data.fd = u->stop_fd;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, u->stop_fd, &ev))
+		goto fail;
+	return ep;
+fail:
+	ev.data.fd = -errno;
+	close(ep);
+	return ev.data.fd;
 }
 
 static void *handler_main(void *arg)
 {
 	struct handler *h = arg;
 	struct vmr_uffd *u = h->uffd;
-	struct pollfd p[2] = { { .fd = u->fd, .events = POLLIN },
-			       { .fd = u->stop_fd, .events = POLLIN } };
+	struct epoll_event ev[2];
+	int n;
 
 	vmr_space_register_thread(u->space);
 	while (!atomic_load(&u->stopping)) {
 		/* With deferred faults, look again soon even if idle. */
-		if (poll(p, 2, h->deferred ? 1 : -1) < 0 && errno != EINTR)
+		n = epoll_wait(h->epoll_fd, ev, 2, h->deferred ? 1 : -1);
+		if (n < 0 && errno != EINTR)
 			break;
 		if (atomic_load(&u->stopping))
 			break;
-		if ((p[0].revents & POLLIN) && !handle_batch(h))
-			break;
-		if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-			break;
+		for (int i = 0; i < n; i++) {
+			if (ev[i].data.fd != u->fd)
+				continue;
+			if (ev[i].events & (EPOLLERR | EPOLLHUP))
+				atomic_store(&u->dead, true);
+			/* Drain what is there: the next reader may sleep. */
+			while (handle_batch(h) > 0)
+				;
+		}
 		if (h->deferred && !atomic_load(&u->dead))
 			retry_deferred(h);
 	}
@@ -759,7 +852,10 @@ static int open_uffd(void)
 	if (dev < 0)
 		return -(err == ENOSYS && errno == ENOENT ? ENOSYS :
 			 err == EPERM || errno == EACCES ? EPERM : err);
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW,
+		   O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0 && errno == EINVAL)
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
 	err = errno;
 	close(dev);
 	return fd >= 0 ? fd : -err;
@@ -842,6 +938,8 @@ static void runtime_free(struct vmr_uffd *u)
 		for (unsigned int i = 0; i < u->nr_threads; i++) {
 			free(u->handlers[i].buf);
 			vmr_free(u->handlers[i].msgs);
+			if (u->handlers[i].epoll_fd >= 0)
+				close(u->handlers[i].epoll_fd);
 		}
 		free(u->handlers);
 	}
@@ -860,6 +958,9 @@ static int start_threads(struct vmr_uffd *u)
 		struct handler *h = &u->handlers[i];
 
 		h->uffd = u;
+		h->epoll_fd = handler_epoll(u);
+		if (h->epoll_fd < 0)
+			return h->epoll_fd;
 		h->msgs = vmr_alloc(u->batch * sizeof(*h->msgs));
 		if (!h->msgs || vmr_alloc_injected_failure() ||
 		    posix_memalign(&h->buf, u->page, u->page))
@@ -880,7 +981,7 @@ static int start_threads(struct vmr_uffd *u)
 }
 
 static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cfg,
-		       struct vmr_uffd **out)
+		       struct vmr_uffd **out, bool start)
 {
 	struct vmr_uffd *u;
 	long cpus;
@@ -904,13 +1005,16 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	pthread_mutex_init(&u->read_lock, NULL);
 	pthread_mutex_init(&u->children_lock, NULL);
 	u->handlers = calloc(u->nr_threads, sizeof(*u->handlers));
+	for (unsigned int i = 0; u->handlers && i < u->nr_threads; i++)
+		u->handlers[i].epoll_fd = -1;
 	u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!u->handlers || u->stop_fd < 0) {
+		err = u->stop_fd < 0 ? -errno : -ENOMEM;
 		runtime_free(u);
-		return u->stop_fd < 0 ? -errno : -ENOMEM;
+		return err;
 	}
 	err = negotiate(u, cfg);
-	if (!err)
+	if (!err && start)
 		err = start_threads(u);
 	if (err) {
 		runtime_free(u);
@@ -939,7 +1043,7 @@ int vmr_uffd_create(struct vmr_space *space,
 	    (cfg.flags & ~(VMR_UFFD_FD_READY | VMR_UFFD_NO_EVENTS)) ||
 	    vmr_space_page_size(space) != (size_t)sysconf(_SC_PAGESIZE))
 		return -EINVAL;
-	return runtime_new(space, &cfg, uffdp);
+	return runtime_new(space, &cfg, uffdp, true);
 }
 
 /* Unregister every range this runtime registered (its regions). */
@@ -1023,15 +1127,18 @@ int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
 	uint64_t need;
 	int err;
 
-	if (!uffd || !addr || !len || ((uintptr_t)addr | len) & (uffd->page - 1) ||
-	    (mode != VMR_UFFD_MISSING &&
-	     mode != (VMR_UFFD_MISSING | VMR_UFFD_WP) &&
-	     mode != VMR_UFFD_MINOR))
+	unsigned int kind = mode & ~VMR_UFFD_FAST_STORE;
+
+	if (!uffd || !addr || !len ||
+	    ((uintptr_t)addr | len) & (uffd->page - 1) ||
+	    (kind != VMR_UFFD_MISSING &&
+	     kind != (VMR_UFFD_MISSING | VMR_UFFD_WP) &&
+	     kind != VMR_UFFD_MINOR))
 		return -EINVAL;
 	err = vmr_copy_sized(&o, sizeof(o), ops, ops_size);
 	if (err)
 		return err;
-	if (!o.read && mode != VMR_UFFD_MINOR)
+	if (!o.read && kind != VMR_UFFD_MINOR)
 		return -EINVAL;
 	if (atomic_load(&uffd->dead))
 		return -ESRCH;
@@ -1107,7 +1214,7 @@ static int child_create(struct vmr_uffd *parent, int fd)
 	err = vmr_space_create(&scfg, sizeof(scfg), &space);
 	if (err)
 		return err;
-	err = runtime_new(space, &cfg, &child);
+	err = runtime_new(space, &cfg, &child, false);
 	if (err) {
 		vmr_space_destroy(space);
 		return err;
@@ -1120,6 +1227,15 @@ static int child_create(struct vmr_uffd *parent, int fd)
 		map_copies(child, &v[i], 1, 0, v[i].start,
 			   v[i].end - v[i].start);
 	free(v);
+	/* Only now: its first fault must find the regions. */
+	err = start_threads(child);
+	if (err) {
+		/* Its descriptor is closed by the caller. */
+		child->own_fd = false;
+		runtime_free(child);
+		vmr_space_destroy(space);
+		return err;
+	}
 	pthread_mutex_lock(&parent->children_lock);
 	child->next_child = parent->children;
 	parent->children = child;

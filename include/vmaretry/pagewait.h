@@ -10,7 +10,8 @@
  *	ret = vmr_page_lock_or_retry(vmf, map, i);
  *	if (ret)
  *		return ret;           // lock released, page waited for: retry
- *	if (!vmr_page_uptodate(map, i)) {
+ *	read = !vmr_page_uptodate(map, i);
+ *	if (read) {
  *		ret = vmr_fault_release_for_io(vmf);
  *		read the page;        // one faulter reads, the others wait
  *		vmr_page_mark_uptodate(map, i);
@@ -21,7 +22,7 @@
  *	}
  *	install the page;
  *	vmr_page_unlock(map, i);
- *	return 0;
+ *	return read ? VMR_FAULT_MAJOR : 0; // MAJOR if this attempt read it
  *
  * Pin across retry (beyond the kernel): before returning a retry after its
  * I/O, the handler may call vmr_fault_pin_page(vmf, map, i); eviction
@@ -175,7 +176,9 @@ int vmr_page_mark_uptodate(struct vmr_pagemap *map, size_t index);
  *
  * Clears the up-to-date state of a page that is neither locked nor pinned
  * (the caller frees the contents, if they are its own, after a true
- * return).  For cache-size policies and tests of thrashing.
+ * return).  For cache-size policies and tests of thrashing.  A page the
+ * caller has locked is not evicted either: to drop a page for good, first
+ * make sure no fault can lock it again (unmap its range), then evict it.
  *
  * Return: true if it was up to date and is not any more.
  */

@@ -55,6 +55,9 @@ struct vmr_uffd_store_ops {
 #define VMR_UFFD_WP 0x2u      /* also track writes (UFFDIO_WRITEPROTECT) */
 #define VMR_UFFD_MINOR 0x4u   /* shmem/hugetlbfs: pages exist, map them
 			       * (UFFDIO_CONTINUE) instead of copying */
+#define VMR_UFFD_FAST_STORE 0x8u /* the store's read() never blocks (memory,
+				  * zeroes): read it holding the fault's lock,
+				  * whatever the policy, and save the retry */
 
 /* struct vmr_uffd_config.flags */
 #define VMR_UFFD_FD_READY 0x1u /* @fd has had UFFDIO_API already */
@@ -67,7 +70,8 @@ struct vmr_uffd_store_ops {
  * @fd: -1 to open a userfaultfd (the syscall with UFFD_USER_MODE_ONLY,
  *      falling back to /dev/userfaultfd); else a userfaultfd handed in, for
  *      instance by the process whose memory is paged (the Firecracker and
- *      CRIU model).  The runtime closes the fds it opened, never @fd.
+ *      CRIU model); the runtime sets O_NONBLOCK on it.  The runtime closes
+ *      the fds it opened, never @fd.
  * @flags: VMR_UFFD_* config flags
  * @features: UFFD_FEATURE_* bits wanted besides the runtime's own (which
  *            are EVENT_REMOVE, EVENT_UNMAP, EVENT_REMAP and EVENT_FORK,
@@ -143,7 +147,8 @@ struct vmr_uffd_stats {
  * size; -E2BIG as for struct vmr_space_config; -ENOSYS if the kernel has no
  * userfaultfd; -EPERM if it is forbidden (vm.unprivileged_userfaultfd,
  * seccomp, /dev/userfaultfd permissions); -EMFILE, -ENFILE; -ENOMEM;
- * -EAGAIN if a thread could not be started.
+ * -EAGAIN if a thread could not be started; -EBADF or -ENOTTY if @fd is
+ * not a userfaultfd.
  */
 int vmr_uffd_create(struct vmr_space *space,
 		    const struct vmr_uffd_config *config, size_t config_size,
@@ -159,8 +164,8 @@ int vmr_uffd_create(struct vmr_space *space,
  * memory) and closes the descriptor if the runtime opened it.  Regions
  * stay in the space; destroy the space afterwards.
  *
- * Context: not a handler thread of @uffd.  May sleep (store reads in
- * flight finish first).
+ * Context: a thread registered with the space's flavor, not a handler
+ * thread of @uffd.  May sleep (store reads in flight finish first).
  * Return: 0.
  */
 int vmr_uffd_destroy(struct vmr_uffd *uffd);
@@ -173,7 +178,8 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd);
  * @prot: VMR_PROT_* of the mapping (faults that break it are not resolved
  *        from the store; they are poisoned)
  * @offset: the store offset of @addr (page-aligned)
- * @mode: VMR_UFFD_MISSING, optionally | VMR_UFFD_WP; or VMR_UFFD_MINOR
+ * @mode: VMR_UFFD_MISSING, optionally | VMR_UFFD_WP; or VMR_UFFD_MINOR;
+ *        either optionally | VMR_UFFD_FAST_STORE
  * @ops: the store's callbacks
  * @ops_size: sizeof(*@ops) as the caller compiled it
  * @store: passed to @ops
@@ -183,9 +189,10 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd);
  *
  * Context: any registered thread but a handler thread.  May sleep.
  * Return: 0; -EINVAL for bad arguments or a mode the kernel does not
- * support for this memory; -EEXIST if the range overlaps a mapped region;
- * -EBUSY if the range is registered with another userfaultfd; -ENOMEM;
- * -ESRCH if the process has exited.  On error nothing changed.
+ * support for this memory; -E2BIG as for vmr_map(); -EEXIST if the range
+ * overlaps a mapped region; -EBUSY if the range is registered with another
+ * userfaultfd; -ENOMEM; -ESRCH if the process has exited.  On error
+ * nothing changed.
  */
 int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
 		 unsigned int prot, uint64_t offset, unsigned int mode,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "vmr_test.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -37,6 +38,39 @@ double vmr_test_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Now on @clock plus @seconds. */
+static struct timespec deadline(clockid_t clock, double seconds)
+{
+	struct timespec ts;
+	long ns = (long)((seconds - (double)(time_t)seconds) * 1e9);
+
+	clock_gettime(clock, &ts);
+	ts.tv_sec += (time_t)seconds;
+	ts.tv_nsec += ns;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+void vmr_test_sleep(double seconds)
+{
+	struct timespec ts = deadline(CLOCK_MONOTONIC, seconds);
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+	       EINTR)
+		;
+}
+
+int vmr_test_join(pthread_t t, double seconds)
+{
+	/* pthread_timedjoin_np() takes a CLOCK_REALTIME deadline. */
+	struct timespec ts = deadline(CLOCK_REALTIME, seconds);
+
+	return pthread_timedjoin_np(t, NULL, &ts);
 }
 
 int vmr_test_run(Suite *s)

@@ -12,6 +12,8 @@
 #define VMR_TEST_H
 
 #include <check.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Seconds a concurrent test runs. */
@@ -22,6 +24,26 @@ uint64_t vmr_test_seed(void);
 
 /* Monotonic clock in seconds. */
 double vmr_test_now(void);
+
+/*
+ * Join @t, waiting at most @seconds: 0, or pthread_timedjoin_np()'s error
+ * (ETIMEDOUT: the thread is still running, and still joinable).  A test
+ * joins every thread that must end this way, so that a lost wakeup or a
+ * hang fails the test instead of blocking it.
+ */
+int vmr_test_join(pthread_t t, double seconds);
+
+/* Poll @cond every millisecond for up to @seconds; @ok tells whether it
+ * came true. */
+#define VMR_WAIT_FOR(ok, cond, seconds)                                       \
+	do {                                                                  \
+		double vmr_end_ = vmr_test_now() + (seconds);                 \
+		while (!((ok) = (cond)) && vmr_test_now() < vmr_end_)         \
+			vmr_test_sleep(0.001);                                \
+	} while (0)
+
+/* Sleep @seconds (monotonic; restarted after a signal). */
+void vmr_test_sleep(double seconds);
 
 /* xorshift64*: a tiny PRNG that each thread owns. */
 struct vmr_rng {
