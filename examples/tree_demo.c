@@ -15,6 +15,9 @@
  *
  *   cc -o tree_demo tree_demo.c $(pkg-config --cflags --libs libvmaretry)
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* rand_r(), nanosleep() under -std=c11 */
+#endif
 #include <vmaretry.h>
 
 #include <errno.h>
