@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "bench.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,27 +94,88 @@ long bench_opt(int argc, char **argv, const char *name, long def)
 	return def;
 }
 
-void bench_pin(unsigned int cpu)
+bool bench_flag(int argc, char **argv, const char *name)
 {
-	cpu_set_t allowed, one;
-	unsigned int n = 0;
+	size_t len = strlen(name);
+
+	for (int i = 1; i < argc; i++) {
+		if (!strncmp(argv[i], "--", 2) &&
+		    !strncmp(argv[i] + 2, name, len) && argv[i][2 + len] == '\0')
+			return true;
+	}
+	return bench_opt(argc, argv, name, 0) != 0;
+}
+
+const char *bench_opt_str(int argc, char **argv, const char *name,
+			  const char *def)
+{
+	size_t len = strlen(name);
+
+	for (int i = 1; i < argc; i++) {
+		if (!strncmp(argv[i], "--", 2) &&
+		    !strncmp(argv[i] + 2, name, len) && argv[i][2 + len] == '=')
+			return argv[i] + 3 + len;
+	}
+	return def;
+}
+
+/* The CPU number of the @cpu-th CPU (modulo) the caller may use, or -errno. */
+static int pick_cpu(unsigned int cpu)
+{
+	cpu_set_t allowed;
+	unsigned int n;
 
 	if (sched_getaffinity(0, sizeof(allowed), &allowed))
-		return;
+		return -errno;
 	n = (unsigned int)CPU_COUNT(&allowed);
 	if (!n)
-		return;
+		return -EINVAL;
 	cpu %= n;
 	for (int c = 0; c < CPU_SETSIZE; c++) {
-		if (!CPU_ISSET(c, &allowed))
-			continue;
-		if (cpu-- == 0) {
-			CPU_ZERO(&one);
-			CPU_SET(c, &one);
-			sched_setaffinity(0, sizeof(one), &one);
-			return;
-		}
+		if (CPU_ISSET(c, &allowed) && cpu-- == 0)
+			return c;
 	}
+	return -EINVAL;
+}
+
+void bench_pin(unsigned int cpu)
+{
+	int c = pick_cpu(cpu);
+	cpu_set_t one;
+
+	if (c < 0)
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(c, &one);
+	sched_setaffinity(0, sizeof(one), &one);
+}
+
+int bench_pin_process(unsigned int cpu)
+{
+	int c = pick_cpu(cpu), err = 0;
+	struct dirent *de;
+	cpu_set_t one;
+	DIR *dir;
+	long tid;
+
+	if (c < 0)
+		return c;
+	CPU_ZERO(&one);
+	CPU_SET(c, &one);
+	/* The caller first, so that it is pinned even if /proc is missing. */
+	if (sched_setaffinity(0, sizeof(one), &one))
+		return -errno;
+	dir = opendir("/proc/self/task");
+	if (!dir)
+		return c;
+	while ((de = readdir(dir))) {
+		tid = strtol(de->d_name, NULL, 10);
+		if (tid > 0 && sched_setaffinity((pid_t)tid, sizeof(one), &one) &&
+		    errno != ESRCH)
+			err = -errno;
+	}
+	closedir(dir);
+	return err ? err : c;
 }
 
 unsigned int bench_nr_cpus(void)
@@ -141,4 +204,93 @@ uint64_t bench_rand(uint64_t *state)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+_Noreturn void bench_die(const char *what, int err)
+{
+	fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, what,
+		strerror(err));
+	exit(1);
+}
+
+void *bench_alloc(size_t size)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 64, size ? size : 1))
+		bench_die("posix_memalign", ENOMEM);
+	return p;
+}
+
+void bench_push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 4096;
+		*v = realloc(*v, *cap * sizeof(**v));
+		if (!*v)
+			bench_die("realloc", ENOMEM);
+	}
+	(*v)[(*n)++] = x;
+}
+
+double bench_median_or_nan(double *v, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (!isnan(v[i]))
+			v[k++] = v[i];
+	return k ? bench_median(v, k) : NAN;
+}
+
+void bench_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000u),
+			       (long)(ns % 1000000000u) };
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+		;
+}
+
+void bench_spin_until(uint64_t t)
+{
+	while (bench_now_ns() < t)
+		;
+}
+
+int bench_rwlock_init(pthread_rwlock_t *lock)
+{
+	pthread_rwlockattr_t attr;
+	int err = pthread_rwlockattr_init(&attr);
+
+	if (!err)
+		err = pthread_rwlockattr_setkind_np(
+			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	if (!err)
+		err = pthread_rwlock_init(lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	return err;
+}
+
+void bench_team_run(struct bench_team *tm, struct bench_member *m,
+		    unsigned int n, long ms)
+{
+	unsigned int i;
+	int err;
+
+	atomic_init(&tm->stop, false);
+	err = pthread_barrier_init(&tm->start, NULL, n + 1);
+	if (err)
+		bench_die("pthread_barrier_init", err);
+	for (i = 0; i < n; i++) {
+		err = pthread_create(&m[i].tid, NULL, m[i].fn, m[i].arg);
+		if (err)
+			bench_die("pthread_create", err);
+	}
+	pthread_barrier_wait(&tm->start);
+	bench_sleep_ms(ms);
+	atomic_store_explicit(&tm->stop, true, memory_order_relaxed);
+	for (i = 0; i < n; i++)
+		pthread_join(m[i].tid, NULL);
+	pthread_barrier_destroy(&tm->start);
 }

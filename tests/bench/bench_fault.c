@@ -48,7 +48,9 @@
  * It models a file pager in the situation of the RFC thread's thrash case
  * (Kylin: 500 threads reading through a 1 GB memcg with 8 GB of files) and
  * of its contention case (Douyin: I/O-retrying faults while other threads
- * take mmap_lock for write), scaled down:
+ * take mmap_lock for write), scaled down (the page cache, the store and
+ * the handler are bench_pager.c's, shared with bench_scenarios, which
+ * models each of those cases in full):
  *
  *   - one region of --pages pages (default 8192), read-write, with a page
  *     map (vmr_pagemap_create()) over them; one small unrelated region
@@ -172,6 +174,7 @@
 #include <vmaretry.h>
 
 #include "bench.h"
+#include "bench_pager.h"
 
 #include <errno.h>
 #include <math.h>
@@ -202,92 +205,6 @@
 
 #define FAULT_FLAGS (VMR_FAULT_FLAG_DEFAULT | VMR_FAULT_FLAG_USER)
 
-static _Noreturn void die(const char *what, int err)
-{
-	fprintf(stderr, "bench_fault: %s: %s\n", what, strerror(err));
-	exit(1);
-}
-
-static void *xalloc(size_t size)
-{
-	void *p = NULL;
-
-	if (posix_memalign(&p, CACHELINE, size ? size : 1))
-		die("posix_memalign", ENOMEM);
-	return p;
-}
-
-static size_t sys_page_size(void)
-{
-	long p = sysconf(_SC_PAGESIZE);
-
-	return p > 0 ? (size_t)p : 4096;
-}
-
-static void map_region(struct vmr_space *space, uintptr_t start, size_t len,
-		       const struct vmr_region_ops *ops, void *private_data)
-{
-	struct vmr_region_desc desc;
-	int err;
-
-	memset(&desc, 0, sizeof(desc));
-	desc.start = start;
-	desc.len = len;
-	desc.prot = VMR_PROT_READ | VMR_PROT_WRITE;
-	desc.ops = ops;
-	desc.ops_size = ops ? sizeof(*ops) : 0;
-	desc.private_data = private_data;
-	err = vmr_map(space, &desc, sizeof(desc), 0);
-	if (err)
-		die("vmr_map", -err);
-}
-
-/* ---- a team of threads started together --------------------------------- */
-
-struct team {
-	atomic_bool stop __attribute__((aligned(CACHELINE)));
-	pthread_barrier_t start;
-};
-
-static inline bool team_stopped(struct team *tm)
-{
-	return atomic_load_explicit(&tm->stop, memory_order_relaxed);
-}
-
-struct member {
-	pthread_t tid;
-	void *(*fn)(void *);
-	void *arg;
-};
-
-/*
- * Start every member, let them pass the start barrier together with the
- * caller (each member calls pthread_barrier_wait(&tm->start) when ready),
- * sleep @ms, raise the stop flag and join them.
- */
-static void team_run(struct team *tm, struct member *m, unsigned int n,
-		     long ms)
-{
-	unsigned int i;
-	int err;
-
-	atomic_init(&tm->stop, false);
-	err = pthread_barrier_init(&tm->start, NULL, n + 1);
-	if (err)
-		die("pthread_barrier_init", err);
-	for (i = 0; i < n; i++) {
-		err = pthread_create(&m[i].tid, NULL, m[i].fn, m[i].arg);
-		if (err)
-			die("pthread_create", err);
-	}
-	pthread_barrier_wait(&tm->start);
-	bench_sleep_ms(ms);
-	atomic_store_explicit(&tm->stop, true, memory_order_relaxed);
-	for (i = 0; i < n; i++)
-		pthread_join(m[i].tid, NULL);
-	pthread_barrier_destroy(&tm->start);
-}
-
 /* ======================================================================== */
 /* Part 1: the fast path                                                     */
 /* ======================================================================== */
@@ -306,7 +223,7 @@ struct fast_world {
 };
 
 struct fast_worker {
-	struct team *team;
+	struct bench_team *team;
 	struct fast_world *world;
 	enum fast_impl impl;
 	const uintptr_t *addrs;
@@ -346,9 +263,9 @@ static uint64_t fast_vmr(struct fast_worker *wk)
 			if (vmr_handle_fault(space, addrs[ops & (NR_ADDRS - 1)],
 					     FAULT_FLAGS, NULL, &res) ||
 			    res)
-				die("vmr_handle_fault failed", EIO);
+				bench_die("vmr_handle_fault failed", EIO);
 		}
-	} while (!team_stopped(wk->team));
+	} while (!bench_team_stopped(wk->team));
 	return ops;
 }
 
@@ -385,9 +302,9 @@ static uint64_t fast_rwlock(struct fast_worker *wk)
 			}
 			pthread_rwlock_unlock(lock);
 			if (res)
-				die("rwlock fault failed", EIO);
+				bench_die("rwlock fault failed", EIO);
 		}
-	} while (!team_stopped(wk->team));
+	} while (!bench_team_stopped(wk->team));
 	return ops;
 }
 
@@ -406,9 +323,9 @@ static uint64_t fast_bare(struct fast_worker *wk)
 						  addrs[ops & (NR_ADDRS - 1)]);
 			urcu_memb_read_unlock();
 			if (!r)
-				die("lookup missed", ENOENT);
+				bench_die("lookup missed", ENOENT);
 		}
-	} while (!team_stopped(wk->team));
+	} while (!bench_team_stopped(wk->team));
 	return ops;
 }
 
@@ -440,9 +357,9 @@ static void *fast_main(void *arg)
 static double fast_run(struct fast_world *w, enum fast_impl impl,
 		       unsigned int threads, long ms)
 {
-	struct fast_worker *wk = xalloc(threads * sizeof(*wk));
-	struct member m[MAX_THREADS];
-	struct team tm;
+	struct fast_worker *wk = bench_alloc(threads * sizeof(*wk));
+	struct bench_member m[MAX_THREADS];
+	struct bench_team tm;
 	double sum = 0;
 	unsigned int t;
 
@@ -456,10 +373,10 @@ static double fast_run(struct fast_world *w, enum fast_impl impl,
 		m[t].fn = fast_main;
 		m[t].arg = &wk[t];
 	}
-	team_run(&tm, m, threads, ms);
+	bench_team_run(&tm, m, threads, ms);
 	for (t = 0; t < threads; t++) {
 		if (!wk[t].ops || wk[t].t1 <= wk[t].t0)
-			die("a thread did no work", EIO);
+			bench_die("a thread did no work", EIO);
 		sum += (double)(wk[t].t1 - wk[t].t0) / (double)wk[t].ops;
 	}
 	free(wk);
@@ -472,9 +389,8 @@ static struct vmr_space_config fast_config;
 static struct fast_world *fast_world_create(unsigned int max_threads,
 					    uint64_t seed)
 {
-	struct fast_world *w = xalloc(sizeof(*w));
-	size_t page = sys_page_size();
-	pthread_rwlockattr_t attr;
+	struct fast_world *w = bench_alloc(sizeof(*w));
+	size_t page = bench_page_size();
 	uint64_t rng = seed;
 	unsigned int t, i;
 	uintptr_t start;
@@ -483,24 +399,18 @@ static struct fast_world *fast_world_create(unsigned int max_threads,
 	memset(w, 0, sizeof(*w));
 	err = vmr_space_create(&fast_config, sizeof(fast_config), &w->space);
 	if (err)
-		die("vmr_space_create", -err);
+		bench_die("vmr_space_create", -err);
 	w->page_mask = vmr_space_page_size(w->space) - 1;
 	for (i = 0; i < NR_REGIONS; i++)
-		map_region(w->space,
-			   ((uintptr_t)BASE_PAGE + (uintptr_t)i * REGION_STRIDE) *
-				   page,
-			   REGION_PAGES * page, &nop_ops, NULL);
-	err = pthread_rwlockattr_init(&attr);
-	if (!err)
-		err = pthread_rwlockattr_setkind_np(
-			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	if (!err)
-		err = pthread_rwlock_init(&w->rwlock, &attr);
+		bench_map_region(w->space,
+				 ((uintptr_t)BASE_PAGE +
+				  (uintptr_t)i * REGION_STRIDE) * page,
+				 REGION_PAGES * page, 0, &nop_ops, NULL, 0);
+	err = bench_rwlock_init(&w->rwlock);
 	if (err)
-		die("pthread_rwlock_init", err);
-	pthread_rwlockattr_destroy(&attr);
+		bench_die("pthread_rwlock_init", err);
 	for (t = 0; t < max_threads; t++) {
-		w->addrs[t] = xalloc(NR_ADDRS * sizeof(uintptr_t));
+		w->addrs[t] = bench_alloc(NR_ADDRS * sizeof(uintptr_t));
 		for (i = 0; i < NR_ADDRS; i++) {
 			start = ((uintptr_t)BASE_PAGE +
 				 (uintptr_t)(bench_rand(&rng) % NR_REGIONS) *
@@ -520,7 +430,7 @@ static void fast_world_destroy(struct fast_world *w)
 	int err = vmr_space_destroy(w->space);
 
 	if (err)
-		die("vmr_space_destroy", -err);
+		bench_die("vmr_space_destroy", -err);
 	pthread_rwlock_destroy(&w->rwlock);
 	for (unsigned int t = 0; t < MAX_THREADS; t++)
 		free(w->addrs[t]);
@@ -532,7 +442,7 @@ static void fast_bench(unsigned int max_threads, int reps, long ms,
 {
 	struct fast_world *w = fast_world_create(max_threads, seed);
 	double (*s)[NR_FAST][MAX_REPS] =
-		xalloc(max_threads * sizeof(*s));
+		bench_alloc(max_threads * sizeof(*s));
 	double med[NR_FAST];
 	char keys[64];
 	unsigned int n, j, i;
@@ -591,41 +501,23 @@ struct retry_opts {
 	uint64_t seed;
 };
 
-/* vmf->handler_data: what the fault's earlier attempts did. */
-#define HD_IO_RETRIED 1u   /* returned a retry after its own read */
-#define HD_WAIT_RETRIED 2u /* returned a retry after a page wait */
-
-/* The region's pager: its private data. */
-struct pager {
-	struct vmr_pagemap *map;
-	size_t page;
-	size_t pages;
-	long cache;
-	uint64_t io_ns;
-	bool pin;
-	/* Up-to-date pages, counting those charged and being read. */
-	_Atomic long resident __attribute__((aligned(CACHELINE)));
-};
-
 /* A faulting thread; its counters are written only by itself. */
 struct faulter {
-	struct team *team;
+	struct bench_team *team;
 	struct vmr_space *space;
 	uintptr_t start; /* of the region */
 	size_t page;
 	const uint32_t *idx; /* NR_ADDRS pages to fault at */
 	unsigned int cpu;
-	uint64_t rng; /* reclaim victims */
-	uint64_t faults, bad;
-	uint64_t io_retries, wait_retries, io_rereads, wait_rereads;
-	uint64_t reads, io_ns, evictions;
+	struct bench_pager_ctx pc; /* the handler's counters (vmf->ctx) */
+	uint64_t faults;
 	uint64_t *lat;
 	size_t nlat, cap;
 	uint64_t t0, t1;
 } __attribute__((aligned(CACHELINE)));
 
 struct writer {
-	struct team *team;
+	struct bench_team *team;
 	struct vmr_space *space;
 	uintptr_t start; /* the unrelated region */
 	size_t len;
@@ -634,106 +526,6 @@ struct writer {
 	uint64_t *wait;
 	size_t nwait, cap;
 } __attribute__((aligned(CACHELINE)));
-
-static void push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
-{
-	if (*n == *cap) {
-		*cap = *cap ? *cap * 2 : 4096;
-		*v = realloc(*v, *cap * sizeof(**v));
-		if (!*v)
-			die("realloc", ENOMEM);
-	}
-	(*v)[(*n)++] = x;
-}
-
-/*
- * Charge one page about to be read to the cache; over the limit, evict
- * random up-to-date pages until back at it (direct reclaim).  Bounded:
- * pages locked or pinned cannot be evicted, and they may be all there is.
- */
-static void charge(struct pager *pg, struct faulter *f)
-{
-	long r = atomic_fetch_add(&pg->resident, 1) + 1;
-	size_t probes = 0, victim;
-
-	while (r > pg->cache && probes++ < 4 * pg->pages) {
-		victim = (size_t)(bench_rand(&f->rng) % pg->pages);
-		if (vmr_page_evict(pg->map, victim)) {
-			f->evictions++;
-			r = atomic_fetch_sub(&pg->resident, 1) - 1;
-		} else {
-			r = atomic_load(&pg->resident);
-		}
-	}
-}
-
-/* The read: sleep, as a thread waiting for a disk does. */
-static void read_page(struct pager *pg, struct faulter *f)
-{
-	struct timespec ts = { 0, (long)pg->io_ns };
-	uint64_t t0 = bench_now_ns();
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
-		;
-	f->io_ns += bench_now_ns() - t0;
-	f->reads++;
-}
-
-/* filemap_fault() after <vmaretry/pagewait.h>, with the optional pin. */
-static vmr_fault_t pager_fault(struct vmr_fault *vmf)
-{
-	struct pager *pg = vmr_region_private(vmf->region);
-	struct faulter *f = vmf->ctx;
-	size_t i, pinned;
-	vmr_fault_t ret;
-
-	i = (size_t)((vmf->address - vmr_region_start(vmf->region)) /
-		     pg->page) +
-	    (size_t)(vmr_region_offset(vmf->region) / pg->page);
-	/* A retry of a pinning fault uses the page it pinned. */
-	if (pg->pin && vmr_fault_pinned_page(vmf, pg->map, &pinned)) {
-		if (pinned != i || !(vmf->handler_data & HD_IO_RETRIED))
-			f->bad++; /* the engine lost track of the pin */
-		i = pinned;
-	}
-
-	ret = vmr_page_lock_or_retry(vmf, pg->map, i);
-	if (ret) {
-		if (ret & VMR_FAULT_RETRY) {
-			f->wait_retries++;
-			vmf->handler_data |= HD_WAIT_RETRIED;
-		}
-		return ret;
-	}
-	if (!vmr_page_uptodate(pg->map, i)) {
-		if (vmf->handler_data & HD_IO_RETRIED)
-			f->io_rereads++;
-		else if (vmf->handler_data & HD_WAIT_RETRIED)
-			f->wait_rereads++;
-		charge(pg, f);
-		ret = vmr_fault_release_for_io(vmf);
-		read_page(pg, f);
-		if (vmr_page_mark_uptodate(pg->map, i))
-			die("vmr_page_mark_uptodate", EPERM);
-		if (ret) {
-			/* The fault's lock is gone: retry to install it. */
-			if (pg->pin && vmr_fault_pin_page(vmf, pg->map, i))
-				die("vmr_fault_pin_page", EOVERFLOW);
-			vmr_page_unlock(pg->map, i);
-			if (ret & VMR_FAULT_RETRY) {
-				f->io_retries++;
-				vmf->handler_data |= HD_IO_RETRIED;
-			}
-			return ret | VMR_FAULT_MAJOR;
-		}
-		ret = VMR_FAULT_MAJOR; /* read holding the lock */
-	}
-	/* Install: nothing to map in this model. */
-	vmr_page_unlock(pg->map, i);
-	return ret;
-}
-
-static const struct vmr_region_ops pager_ops = { .fault = pager_fault };
 
 static void *faulter_main(void *arg)
 {
@@ -752,22 +544,16 @@ static void *faulter_main(void *arg)
 				     f->start +
 					     (uintptr_t)f->idx[k++ & (NR_ADDRS - 1)] *
 						     f->page,
-				     FAULT_FLAGS, f, &res))
-			die("vmr_handle_fault", EINVAL);
-		push(&f->lat, &f->nlat, &f->cap, bench_now_ns() - t);
+				     FAULT_FLAGS, &f->pc, &res))
+			bench_die("vmr_handle_fault", EINVAL);
+		bench_push_u64(&f->lat, &f->nlat, &f->cap, bench_now_ns() - t);
 		f->faults++;
 		if (res & ~VMR_FAULT_MAJOR)
-			f->bad++;
-	} while (!team_stopped(f->team));
+			f->pc.bad++;
+	} while (!bench_team_stopped(f->team));
 	f->t1 = bench_now_ns();
 	vmr_space_unregister_thread(f->space);
 	return NULL;
-}
-
-static void spin_until(uint64_t t)
-{
-	while (bench_now_ns() < t)
-		;
 }
 
 static void *writer_main(void *arg)
@@ -783,7 +569,7 @@ static void *writer_main(void *arg)
 	vmr_space_register_thread(w->space);
 	pthread_barrier_wait(&w->team->start);
 	clock_gettime(CLOCK_MONOTONIC, &next);
-	while (!team_stopped(w->team)) {
+	while (!bench_team_stopped(w->team)) {
 		next.tv_nsec += w->period_ns;
 		while (next.tv_nsec >= 1000000000L) {
 			next.tv_nsec -= 1000000000L;
@@ -795,16 +581,16 @@ static void *writer_main(void *arg)
 		t0 = bench_now_ns();
 		err = vmr_space_write_lock(w->space);
 		if (err)
-			die("vmr_space_write_lock", -err);
+			bench_die("vmr_space_write_lock", -err);
 		t1 = bench_now_ns();
-		push(&w->wait, &w->nwait, &w->cap, t1 - t0);
-		spin_until(t1 + (uint64_t)w->hold_ns);
+		bench_push_u64(&w->wait, &w->nwait, &w->cap, t1 - t0);
+		bench_spin_until(t1 + (uint64_t)w->hold_ns);
 		err = vmr_space_write_unlock(w->space);
 		if (err)
-			die("vmr_space_write_unlock", -err);
+			bench_die("vmr_space_write_unlock", -err);
 		err = vmr_protect(w->space, w->start, w->len / 2, prot);
 		if (err)
-			die("vmr_protect", -err);
+			bench_die("vmr_protect", -err);
 		prot ^= VMR_PROT_WRITE;
 		w->ops += 2;
 	}
@@ -854,57 +640,6 @@ static double ratio(double a, double b)
 	return b > 0 ? a / b : NAN;
 }
 
-/* Report counters that do not add up; they point at the library. */
-static void check(const struct policy *p, const struct vmr_stats *st,
-		  uint64_t faults, uint64_t retries, uint64_t bad,
-		  uint64_t reads)
-{
-	if (st->faults != faults)
-		fprintf(stderr, "bench_fault: %s: engine counted %llu faults, "
-			"threads %llu\n", p->name,
-			(unsigned long long)st->faults,
-			(unsigned long long)faults);
-	if (st->vma_lock_retry + st->space_retries != retries)
-		fprintf(stderr, "bench_fault: %s: vma_lock_retry %llu + "
-			"space_retries %llu != handler retries %llu\n",
-			p->name, (unsigned long long)st->vma_lock_retry,
-			(unsigned long long)st->space_retries,
-			(unsigned long long)retries);
-	if (st->page_reads != reads)
-		fprintf(stderr, "bench_fault: %s: page_reads %llu != handler "
-			"reads %llu\n", p->name,
-			(unsigned long long)st->page_reads,
-			(unsigned long long)reads);
-	if (st->bad_results || bad)
-		fprintf(stderr, "bench_fault: %s: %llu bad results, %llu "
-			"faults not ending in 0 or MAJOR or with a wrong "
-			"pin\n", p->name,
-			(unsigned long long)st->bad_results,
-			(unsigned long long)bad);
-	/* Every fault makes one fine-grained attempt, and one more per
-	 * RETRY_VMA followed; each ends in success, abort or retry. */
-	if (st->vma_lock_success + st->vma_lock_abort + st->vma_lock_retry !=
-	    st->faults + st->vma_retries)
-		fprintf(stderr, "bench_fault: %s: vma_lock_success %llu + "
-			"abort %llu + retry %llu != faults %llu + "
-			"vma_retries %llu\n", p->name,
-			(unsigned long long)st->vma_lock_success,
-			(unsigned long long)st->vma_lock_abort,
-			(unsigned long long)st->vma_lock_retry,
-			(unsigned long long)st->faults,
-			(unsigned long long)st->vma_retries);
-	/* The others go to the space lock, once and once per retry there. */
-	if (st->space_lock_faults !=
-	    st->faults - st->vma_lock_success + st->space_retries)
-		fprintf(stderr, "bench_fault: %s: space_lock_faults %llu != "
-			"faults %llu - vma_lock_success %llu + space_retries "
-			"%llu\n", p->name,
-			(unsigned long long)st->space_lock_faults,
-			(unsigned long long)st->faults,
-			(unsigned long long)st->vma_lock_success,
-			(unsigned long long)st->space_retries);
-}
-
 /**
  * retry_run() - one timed run of one policy
  * @p: the policy
@@ -918,19 +653,19 @@ static void check(const struct policy *p, const struct vmr_stats *st,
 static void retry_run(const struct policy *p, const struct retry_opts *o,
 		      uint32_t *const *idx, uint64_t *rng, double *out)
 {
-	struct faulter *f = xalloc(o->threads * sizeof(*f));
-	struct writer *w = xalloc(sizeof(*w));
-	struct pager *pg = xalloc(sizeof(*pg));
-	struct member m[MAX_THREADS + 1];
-	size_t page = sys_page_size(), nlat = 0, i;
-	uint64_t first = UINT64_MAX, last = 0, *lat;
-	uint64_t sum[12] = { 0 };
+	struct faulter *f = bench_alloc(o->threads * sizeof(*f));
+	struct writer *w = bench_alloc(sizeof(*w));
+	struct bench_pager *pg = bench_alloc(sizeof(*pg));
+	struct bench_member m[MAX_THREADS + 1];
+	size_t page = bench_page_size(), nlat = 0;
+	uint64_t first = UINT64_MAX, last = 0, faults = 0, *lat;
+	struct bench_pager_ctx sum = { 0 };
 	struct vmr_space_config cfg;
 	struct vmr_space *space;
 	struct vmr_stats st;
 	uintptr_t start = (uintptr_t)BASE_PAGE * page;
 	unsigned int t;
-	struct team tm;
+	struct bench_team tm;
 	int err;
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -938,34 +673,18 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 	cfg.flags = VMR_SPACE_TIME_FAULTS;
 	err = vmr_space_create(&cfg, sizeof(cfg), &space);
 	if (err)
-		die("vmr_space_create", -err);
-	memset(pg, 0, sizeof(*pg));
-	pg->page = page;
-	pg->pages = o->pages;
-	pg->cache = (long)o->cache;
-	pg->io_ns = (uint64_t)o->io_us * 1000;
-	pg->pin = p->pin;
-	atomic_init(&pg->resident, 0);
-	err = vmr_pagemap_create(space, o->pages, &pg->map);
-	if (err)
-		die("vmr_pagemap_create", -err);
-	map_region(space, start, o->pages * page, &pager_ops, pg);
+		bench_die("vmr_space_create", -err);
+	bench_pager_init(pg, space, page, o->pages, o->cache,
+			 (uint64_t)o->io_us * 1000, p->pin);
+	bench_map_region(space, start, o->pages * page, 0, &bench_pager_ops,
+			 pg, 0);
 	memset(w, 0, sizeof(*w));
 	w->start = start + (o->pages + GAP_PAGES) * page;
 	w->len = W_PAGES * page;
-	map_region(space, w->start, w->len, NULL, NULL);
+	bench_map_region(space, w->start, w->len, 0, NULL, NULL, 0);
 
 	/* Fill the cache with random pages, then count from zero. */
-	while (atomic_load(&pg->resident) < pg->cache) {
-		i = (size_t)(bench_rand(rng) % o->pages);
-		if (vmr_page_uptodate(pg->map, i))
-			continue;
-		if (vmr_page_lock(pg->map, i, 0) ||
-		    vmr_page_mark_uptodate(pg->map, i) ||
-		    vmr_page_unlock(pg->map, i))
-			die("filling the cache", EIO);
-		atomic_fetch_add(&pg->resident, 1);
-	}
+	bench_pager_fill(pg, rng);
 	vmr_space_stats_reset(space);
 
 	for (t = 0; t < o->threads; t++) {
@@ -976,7 +695,7 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 		f[t].page = page;
 		f[t].idx = idx[t];
 		f[t].cpu = t;
-		f[t].rng = bench_rand(rng);
+		f[t].pc.rng = bench_rand(rng);
 		m[t].fn = faulter_main;
 		m[t].arg = &f[t];
 	}
@@ -986,43 +705,38 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 	w->hold_ns = o->hold_us * 1000;
 	m[o->threads].fn = writer_main;
 	m[o->threads].arg = w;
-	team_run(&tm, m, o->threads + 1, o->ms);
+	bench_team_run(&tm, m, o->threads + 1, o->ms);
 
 	vmr_space_stats(space, &st, sizeof(st));
 	for (t = 0; t < o->threads; t++) {
 		if (!f[t].faults || f[t].t1 <= f[t].t0)
-			die("a faulting thread did no work", EIO);
+			bench_die("a faulting thread did no work", EIO);
 		first = f[t].t0 < first ? f[t].t0 : first;
 		last = f[t].t1 > last ? f[t].t1 : last;
-		sum[0] += f[t].faults;
-		sum[1] += f[t].io_retries;
-		sum[2] += f[t].wait_retries;
-		sum[3] += f[t].io_rereads;
-		sum[4] += f[t].wait_rereads;
-		sum[5] += f[t].reads;
-		sum[6] += f[t].io_ns;
-		sum[7] += f[t].evictions;
-		sum[8] += f[t].bad;
+		faults += f[t].faults;
+		bench_pager_ctx_add(&sum, &f[t].pc);
 		nlat += f[t].nlat;
 	}
-	lat = xalloc(nlat * sizeof(*lat));
+	lat = bench_alloc(nlat * sizeof(*lat));
 	for (nlat = 0, t = 0; t < o->threads; t++) {
 		memcpy(lat + nlat, f[t].lat, f[t].nlat * sizeof(*lat));
 		nlat += f[t].nlat;
 		free(f[t].lat);
 	}
-	check(p, &st, sum[0], sum[1] + sum[2], sum[8], sum[5]);
+	bench_pager_check(p->name, &st, faults, &sum);
 
-	out[RM_RETRIES] = (double)(sum[1] + sum[2]);
+	out[RM_RETRIES] = (double)(sum.io_retries + sum.wait_retries);
 	out[RM_SPACE_LOCKS_PER_RETRY] =
 		ratio((double)st.space_lock_faults, out[RM_RETRIES]);
 	out[RM_P50] = (double)bench_percentile_u64(lat, nlat, 50);
 	out[RM_P99] = (double)bench_percentile_u64(lat, nlat, 99);
-	out[RM_REREAD_PCT] = 100 * ratio((double)sum[3], (double)sum[1]);
-	out[RM_FAULTS_PER_S] = (double)sum[0] * 1e9 / (double)(last - first);
-	out[RM_IO_RETRIES] = (double)sum[1];
-	out[RM_WAIT_RETRIES] = (double)sum[2];
-	out[RM_WAIT_REREAD_PCT] = 100 * ratio((double)sum[4], (double)sum[2]);
+	out[RM_REREAD_PCT] =
+		100 * ratio((double)sum.io_rereads, (double)sum.io_retries);
+	out[RM_FAULTS_PER_S] = (double)faults * 1e9 / (double)(last - first);
+	out[RM_IO_RETRIES] = (double)sum.io_retries;
+	out[RM_WAIT_RETRIES] = (double)sum.wait_retries;
+	out[RM_WAIT_REREAD_PCT] =
+		100 * ratio((double)sum.wait_rereads, (double)sum.wait_retries);
 	out[RM_MAJOR_PCT] =
 		100 * ratio((double)st.result_major, (double)st.faults);
 	out[RM_VMA_LOCK_SUCCESS] = (double)st.vma_lock_success;
@@ -1033,8 +747,8 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 	out[RM_VMA_LOCK_ABORT] = (double)st.vma_lock_abort;
 	out[RM_PAGE_READS] = (double)st.page_reads;
 	out[RM_PAGE_REREADS] = (double)st.page_rereads;
-	out[RM_EVICTIONS] = (double)sum[7];
-	out[RM_IO_MEAN_NS] = ratio((double)sum[6], (double)sum[5]);
+	out[RM_EVICTIONS] = (double)sum.evictions;
+	out[RM_IO_MEAN_NS] = ratio((double)sum.io_ns, (double)sum.reads);
 	out[RM_LIB_HIST_P99] =
 		(double)vmr_hist_percentile(st.fault_latency_hist, 99);
 	out[RM_WRITER_OPS_PER_S] =
@@ -1042,10 +756,10 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 	out[RM_WRITER_LOCK_P99] =
 		(double)bench_percentile_u64(w->wait, w->nwait, 99);
 
-	vmr_pagemap_destroy(pg->map);
+	bench_pager_fini(pg);
 	err = vmr_space_destroy(space);
 	if (err)
-		die("vmr_space_destroy", -err);
+		bench_die("vmr_space_destroy", -err);
 	free(lat);
 	free(w->wait);
 	free(w);
@@ -1053,21 +767,10 @@ static void retry_run(const struct policy *p, const struct retry_opts *o,
 	free(f);
 }
 
-/* Median of values that may all be nan (a policy without retries). */
-static double median_or_nan(double *v, size_t n)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (!isnan(v[i]))
-			v[k++] = v[i];
-	return k ? bench_median(v, k) : NAN;
-}
-
 static void retry_bench(const struct retry_opts *o, int reps)
 {
 	double (*s)[NR_RMETRICS][MAX_REPS] =
-		xalloc(NR_POLICIES * sizeof(*s));
+		bench_alloc(NR_POLICIES * sizeof(*s));
 	double v[MAX_REPS], out[NR_RMETRICS];
 	uint32_t *idx[MAX_THREADS];
 	uint64_t rng = o->seed;
@@ -1076,7 +779,7 @@ static void retry_bench(const struct retry_opts *o, int reps)
 	int rep;
 
 	for (t = 0; t < o->threads; t++) {
-		idx[t] = xalloc(NR_ADDRS * sizeof(uint32_t));
+		idx[t] = bench_alloc(NR_ADDRS * sizeof(uint32_t));
 		for (i = 0; i < NR_ADDRS; i++)
 			idx[t][i] = (uint32_t)(bench_rand(&rng) % o->pages);
 	}
@@ -1095,7 +798,7 @@ static void retry_bench(const struct retry_opts *o, int reps)
 		for (k = 0; k < NR_RMETRICS; k++) {
 			memcpy(v, s[i][k], (size_t)reps * sizeof(double));
 			bench_print_kv("fault_retry", keys, rmetric_names[k],
-				       median_or_nan(v, (size_t)reps));
+				       bench_median_or_nan(v, (size_t)reps));
 		}
 	}
 	for (t = 0; t < o->threads; t++)

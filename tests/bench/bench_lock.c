@@ -133,9 +133,8 @@
 
 #include <vmaretry.h>
 
-#include <ck_rwlock.h>
-
 #include "bench.h"
+#include "bench_baseline.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -174,15 +173,6 @@
 #define MAX_REPS 64
 #define MAX_COUNTS 8 /* 1, 2, 4, ... 64, and one more */
 
-/* refcount: the writer bit (the kernel's VMA_LOCK_OFFSET). */
-#define REF_WRITER 0x40000000u
-
-/* Per-region state of the refcount and ck baselines. */
-struct side {
-	_Atomic uint32_t refcnt; /* 0 detached, 1 + readers, | REF_WRITER */
-	ck_rwlock_t ck;
-} __attribute__((aligned(CACHELINE)));
-
 enum space_id { SPACE_DEFAULT, SPACE_RANGE, SPACE_MEMBARRIER, NR_SPACES };
 
 enum addr_kind { ADDRS_DISJOINT, ADDRS_SHARED, NR_KINDS };
@@ -215,7 +205,7 @@ struct world {
 	size_t page;
 	uintptr_t small_base, big_start, w_base;
 	struct vmr_space *space[NR_SPACES]; /* NULL: unavailable here */
-	struct side *side;                  /* NR_SIDES entries */
+	struct bench_side *side;            /* NR_SIDES entries */
 	pthread_rwlock_t rwlock;            /* the rwlock baseline */
 	uintptr_t *addrs[NR_KINDS][MAX_THREADS];
 };
@@ -236,7 +226,8 @@ typedef uint64_t reader_fn(struct worker *wk);
 
 enum update { UPD_MAP, UPD_PROTECT, UPD_UNMAP };
 
-typedef void update_fn(struct world *w, struct side *s, enum update u);
+typedef void update_fn(struct world *w, struct bench_side *s,
+		       enum update u);
 
 struct impl {
 	const char *name;
@@ -349,9 +340,8 @@ static uint64_t refcount_reader(struct worker *wk)
 	const uintptr_t *addrs = wk->addrs;
 	uint64_t ops = 0, fallbacks = 0;
 	struct vmr_region *r;
-	struct side *s;
+	struct bench_side *s;
 	unsigned int k;
-	uint32_t v;
 	uintptr_t a;
 	bool held;
 
@@ -363,20 +353,10 @@ static uint64_t refcount_reader(struct worker *wk)
 			if (!r)
 				die("lookup missed", ENOENT);
 			s = vmr_region_private(r);
-			v = atomic_load_explicit(&s->refcnt,
-						 memory_order_relaxed);
-			do {
-				held = v && !(v & REF_WRITER);
-				/* Acquire: pairs with the writer's release. */
-			} while (held && !atomic_compare_exchange_weak_explicit(
-						 &s->refcnt, &v, v + 1,
-						 memory_order_acquire,
-						 memory_order_relaxed));
+			held = bench_refcount_read_trylock(s);
 			urcu_memb_read_unlock();
 			if (__builtin_expect(held, 1)) {
-				/* Release: pairs with the writer's drain. */
-				atomic_fetch_sub_explicit(&s->refcnt, 1,
-							  memory_order_release);
+				bench_refcount_read_unlock(s);
 				continue;
 			}
 			fault_fallback(space, a);
@@ -393,7 +373,7 @@ static uint64_t ck_reader(struct worker *wk)
 	const uintptr_t *addrs = wk->addrs;
 	uint64_t ops = 0, fallbacks = 0;
 	struct vmr_region *r;
-	struct side *s;
+	struct bench_side *s;
 	unsigned int k;
 	uintptr_t a;
 
@@ -423,14 +403,16 @@ static uint64_t ck_reader(struct worker *wk)
 
 /* ---- what each writer takes besides the library's own locks ------------- */
 
-static void rwlock_update_begin(struct world *w, struct side *s, enum update u)
+static void rwlock_update_begin(struct world *w, struct bench_side *s,
+                                enum update u)
 {
 	(void)s;
 	(void)u;
 	pthread_rwlock_wrlock(&w->rwlock);
 }
 
-static void rwlock_update_end(struct world *w, struct side *s, enum update u)
+static void rwlock_update_end(struct world *w, struct bench_side *s,
+                              enum update u)
 {
 	(void)s;
 	(void)u;
@@ -438,42 +420,33 @@ static void rwlock_update_end(struct world *w, struct side *s, enum update u)
 }
 
 /* vma_start_write(): set the writer bit, wait for the readers to drain. */
-static void refcount_update_begin(struct world *w, struct side *s,
+static void refcount_update_begin(struct world *w, struct bench_side *s,
 				  enum update u)
 {
 	(void)w;
-	if (u == UPD_MAP) {
-		/* A new region: attached and write-locked before publication. */
-		atomic_store_explicit(&s->refcnt, REF_WRITER | 1,
-				      memory_order_relaxed);
-		return;
-	}
-	atomic_fetch_add_explicit(&s->refcnt, REF_WRITER, memory_order_seq_cst);
-	/* Acquire: pairs with the readers' release decrements. */
-	while (atomic_load_explicit(&s->refcnt, memory_order_acquire) !=
-	       (REF_WRITER | 1))
-		sched_yield();
+	if (u == UPD_MAP)
+		bench_refcount_write_lock_new(s);
+	else
+		bench_refcount_write_lock(s);
 }
 
-static void refcount_update_end(struct world *w, struct side *s, enum update u)
+static void refcount_update_end(struct world *w, struct bench_side *s,
+                                enum update u)
 {
 	(void)w;
-	/* Release: pairs with the readers' acquire CAS. */
-	if (u == UPD_UNMAP)
-		atomic_store_explicit(&s->refcnt, 0, memory_order_release);
-	else
-		atomic_fetch_sub_explicit(&s->refcnt, REF_WRITER,
-					  memory_order_release);
+	bench_refcount_write_unlock(s, u == UPD_UNMAP);
 }
 
-static void ck_update_begin(struct world *w, struct side *s, enum update u)
+static void ck_update_begin(struct world *w, struct bench_side *s,
+                            enum update u)
 {
 	(void)w;
 	(void)u;
 	ck_rwlock_write_lock(&s->ck);
 }
 
-static void ck_update_end(struct world *w, struct side *s, enum update u)
+static void ck_update_end(struct world *w, struct bench_side *s,
+                          enum update u)
 {
 	(void)w;
 	(void)u;
@@ -496,13 +469,13 @@ static const struct impl impls[] = {
 
 /* ---- the writer ---------------------------------------------------------- */
 
-static void update_begin(struct run *r, struct side *s, enum update u)
+static void update_begin(struct run *r, struct bench_side *s, enum update u)
 {
 	if (r->impl->update_begin)
 		r->impl->update_begin(r->world, s, u);
 }
 
-static void update_end(struct run *r, struct side *s, enum update u)
+static void update_end(struct run *r, struct bench_side *s, enum update u)
 {
 	if (r->impl->update_end)
 		r->impl->update_end(r->world, s, u);
@@ -517,7 +490,7 @@ static uint64_t writer_loop(struct worker *wk)
 	size_t len = W_PAGES * w->page;
 	uint64_t ops = 0;
 	unsigned int j = 0;
-	struct side *s;
+	struct bench_side *s;
 	int err;
 
 	memset(&desc, 0, sizeof(desc));
@@ -690,7 +663,7 @@ static unsigned int reader_region(unsigned int t)
 }
 
 static void map_one(struct vmr_space *space, uintptr_t start, size_t len,
-		    struct side *s)
+		    struct bench_side *s)
 {
 	struct vmr_region_desc desc;
 	int err;
@@ -749,7 +722,6 @@ static struct world *world_create(unsigned int max_threads, uint64_t seed)
 {
 	struct world *w = xalloc(CACHELINE, sizeof(*w));
 	uint64_t rng = seed, end_page;
-	pthread_rwlockattr_t attr;
 	uintptr_t base;
 	unsigned int t, i, k;
 	long sys_page;
@@ -767,20 +739,12 @@ static struct world *world_create(unsigned int max_threads, uint64_t seed)
 	w->w_base = w->big_start + (BIG_PAGES + GAP_PAGES) * w->page;
 
 	w->side = xalloc(CACHELINE, NR_SIDES * sizeof(*w->side));
-	for (i = 0; i < NR_SIDES; i++) {
-		/* Readers' regions attached; the writer's slots not mapped. */
-		atomic_init(&w->side[i].refcnt, i < W_INDEX ? 1 : 0);
-		ck_rwlock_init(&w->side[i].ck);
-	}
-	err = pthread_rwlockattr_init(&attr);
-	if (!err)
-		err = pthread_rwlockattr_setkind_np(
-			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	if (!err)
-		err = pthread_rwlock_init(&w->rwlock, &attr);
+	/* Readers' regions attached; the writer's slots not mapped. */
+	for (i = 0; i < NR_SIDES; i++)
+		bench_side_init(&w->side[i], i < W_INDEX);
+	err = bench_rwlock_init(&w->rwlock);
 	if (err)
 		die("pthread_rwlock_init", err);
-	pthread_rwlockattr_destroy(&attr);
 
 	for (t = 0; t < max_threads; t++) {
 		for (k = 0; k < NR_KINDS; k++)
