@@ -17,6 +17,8 @@
 
 #include <stddef.h>
 
+#include "debugpoint.h"
+
 /*
  * Our thread-local variables are few and small: the initial-exec model
  * makes each access one instruction instead of a __tls_get_addr() call in

@@ -182,6 +182,7 @@ static int commit(struct update *u)
 			       NULL, NULL);
 	if (ret < 0)
 		return ret;
+	VMR_DEBUG_POINT(VMR_DP_SPACE_DETACH, u->start);
 	vmr_retire_init(&batch, u->space);
 	for (size_t i = 0; i < u->nr_old; i++)
 		if (!u->keep[i])

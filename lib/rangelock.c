@@ -123,6 +123,7 @@
 
 #include "mm.h"
 #include "futex.h"
+#include "tsan.h"
 
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -215,6 +216,7 @@ static inline void state_release(const struct vmr_space *space,
 {
 	uint32_t old;
 
+	VMR_DEBUG_POINT(VMR_DP_RANGE_UNLOCK, 0);
 	if (space->lean_unlock) {
 		atomic_store_explicit(&ts->word, free + WORD_GEN,
 				      memory_order_release);
@@ -279,6 +281,7 @@ static int state_lock(struct vmr_space *space, struct vmr_tstate *ts,
 		atomic_exchange_explicit(&ts->word, v | WORD_HELD,
 					 memory_order_seq_cst);
 	}
+	VMR_DEBUG_POINT(VMR_DP_RANGE_CHECK, start);
 	ret = region_check(space, r, start, end);
 	if (ret) {
 		state_release(space, ts, v);
@@ -295,21 +298,28 @@ static int state_lock(struct vmr_space *space, struct vmr_tstate *ts,
 /*
  * The fault path's read-side critical section: liburcu's inline fast path
  * for the default flavor (a thread-local counter), the flavor's calls
- * otherwise.
+ * otherwise.  Under TSan, always the calls: inlined, liburcu's plain
+ * accesses to its own shared words would be instrumented in our code and
+ * reported; the library's copy is not instrumented (see tsan.h).
  */
 static inline void fault_rcu_lock(const struct vmr_space *space)
 {
+#ifndef VMR_TSAN
 	if (vmr_likely(space->flavor == &urcu_memb_flavor))
 		urcu_memb_read_lock();
 	else
+#endif
 		space->flavor->read_lock();
 }
 
 static inline void fault_rcu_unlock(const struct vmr_space *space)
 {
+	vmr_tsan_reader_exit();
+#ifndef VMR_TSAN
 	if (vmr_likely(space->flavor == &urcu_memb_flavor))
 		urcu_memb_read_unlock();
 	else
+#endif
 		space->flavor->read_unlock();
 }
 
@@ -335,6 +345,7 @@ int vmr_range_read_lock_ts(struct vmr_space *space, struct vmr_tstate *ts,
 			ret = -ENOENT;
 			break;
 		}
+		VMR_DEBUG_POINT(VMR_DP_RANGE_LOOKUP, addr);
 		if (space->granularity == VMR_LOCK_REGION)
 			ret = state_lock(space, ts, r, r->start, r->end, lock);
 		else
@@ -476,6 +487,7 @@ void vmr_range_drain(struct vmr_space *space, uintptr_t start, uintptr_t end)
 	else
 		/* Pairs with the publishing exchange in state_lock(). */
 		atomic_thread_fence(memory_order_seq_cst);
+	VMR_DEBUG_POINT(VMR_DP_RANGE_MARK, start);
 	for_each_tstate(space, i, ts) {
 		uint32_t v = atomic_load(&ts->word);
 

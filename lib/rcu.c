@@ -8,6 +8,8 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "tsan.h" /* after the flavor header, which maps its names */
+
 const struct rcu_flavor_struct *vmr_rcu_default_flavor(void)
 {
 	return &urcu_memb_flavor;
@@ -34,7 +36,12 @@ void vmr_rcu_read_lock(const struct rcu_flavor_struct *flavor)
 	vmr_flavor_or_default(flavor)->read_lock();
 }
 
+#ifdef VMR_TSAN
+char vmr_tsan_grace_period;
+#endif
+
 void vmr_rcu_read_unlock(const struct rcu_flavor_struct *flavor)
 {
+	vmr_tsan_reader_exit();
 	vmr_flavor_or_default(flavor)->read_unlock();
 }

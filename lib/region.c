@@ -22,6 +22,7 @@
  * and not yet freed, so that vmr_space_destroy() can wait for them.
  */
 #include "mm.h"
+#include "tsan.h"
 
 #include <string.h>
 #include <urcu/compiler.h>
@@ -82,12 +83,14 @@ static bool still_held(const struct vmr_region *r,
 static void reap(struct rcu_head *head)
 {
 	struct vmr_region *r = caa_container_of(head, struct vmr_region, rcu);
-	struct vmr_space *space = r->space;
 	const struct vmr_region *held[HELD_MAX];
 	struct vmr_region *next, *again = NULL;
+	struct vmr_space *space;
 	size_t nr_held;
 	long done = 0;
 
+	vmr_tsan_callback_enter(head);
+	space = r->space;
 	/* One scan for the batch: the holders are at most the threads. */
 	nr_held = vmr_readers_held(space, held, HELD_MAX);
 	for (; r; r = next) {
@@ -104,7 +107,7 @@ static void reap(struct rcu_head *head)
 		done++;
 	}
 	if (again)
-		space->flavor->update_call_rcu(&again->rcu, reap);
+		vmr_call_rcu(space->flavor, &again->rcu, reap);
 	/* Last: vmr_space_destroy() may free the space once this is zero. */
 	atomic_fetch_sub_explicit(&space->zombies, done, memory_order_release);
 }
@@ -133,7 +136,7 @@ void vmr_retire_submit(struct vmr_retire_batch *batch)
 		return;
 	atomic_fetch_add_explicit(&space->zombies, batch->count,
 				  memory_order_relaxed);
-	space->flavor->update_call_rcu(&batch->head->rcu, reap);
+	vmr_call_rcu(space->flavor, &batch->head->rcu, reap);
 	batch->head = NULL;
 	batch->count = 0;
 }

@@ -76,6 +76,7 @@
  * for readers (no synchronize_rcu() on an update).
  */
 #include "internal.h"
+#include "tsan.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -185,8 +186,10 @@ void *vmr_tree_lookup(const struct vmr_tree *tree, uintptr_t addr,
 	n = load_root(tree);
 	if (!n)
 		return NULL;
-	while (!n->leaf)
+	while (!n->leaf) {
 		n = n->in.child[inner_slot(n, addr)];
+		VMR_DEBUG_POINT(VMR_DP_TREE_DESCEND, addr);
+	}
 	j = leaf_slot(n, addr);
 	if (j == n->count || n->l.start[j] > addr)
 		return NULL;
@@ -416,9 +419,11 @@ static struct node *node_cow(struct txn *t, struct node *n)
 static void recycle_batch(struct rcu_head *head)
 {
 	struct node *first = caa_container_of(head, struct node, rcu);
-	struct vmr_tree *tree = first->owner;
 	struct node *last = first, *top;
+	struct vmr_tree *tree;
 
+	vmr_tsan_callback_enter(head);
+	tree = first->owner;
 	while (last->link)
 		last = last->link;
 	top = atomic_load_explicit(&tree->recycled, memory_order_relaxed);
@@ -466,8 +471,8 @@ static void txn_release(struct txn *t)
 	}
 	if (t->retired) {
 		t->retired->owner = t->tree;
-		t->tree->flavor->update_call_rcu(&t->retired->rcu,
-						 recycle_batch);
+		vmr_call_rcu(t->tree->flavor, &t->retired->rcu,
+			     recycle_batch);
 	}
 }
 
@@ -854,6 +859,7 @@ static int tree_update(struct vmr_tree *tree, uintptr_t start, uintptr_t end,
 		if (err)
 			goto abort;
 	}
+	VMR_DEBUG_POINT(VMR_DP_TREE_PUBLISH, start);
 	if (t.root != old)
 		txn_commit(&t);
 	if (removed) {
@@ -862,6 +868,7 @@ static int tree_update(struct vmr_tree *tree, uintptr_t start, uintptr_t end,
 		while (vmr_tree_iter_next(&it, &e) && e.start < end)
 			removed(&e, arg);
 	}
+	VMR_DEBUG_POINT(VMR_DP_TREE_RETIRE, start);
 	txn_release(&t);
 	err = nr_removed;
 	goto out;
@@ -1058,7 +1065,8 @@ void vmr_tree_destroy(struct vmr_tree *tree, vmr_tree_entry_fn *fn, void *arg)
 	}
 	if (root)
 		free_nodes(root);
-	free_list(atomic_load_explicit(&tree->recycled, memory_order_relaxed));
+	/* Pairs with the release in recycle_batch(). */
+	free_list(atomic_load_explicit(&tree->recycled, memory_order_acquire));
 	free_list(tree->spare);
 	pthread_mutex_destroy(&tree->lock);
 	vmr_free(tree);

@@ -627,11 +627,11 @@ static void *stress_reader(void *arg)
 		for (int i = 0; i < 4; i++) {
 			struct vmr_region *now;
 
-			urcu_memb_read_lock();
+			vmr_rcu_read_lock(NULL);
 			now = vmr_space_find_region(space, a);
 			if (!now || backing(now, a) != mine)
 				violations++;
-			urcu_memb_read_unlock();
+			vmr_rcu_read_unlock(NULL);
 			if (st->region_mode && vmr_region_is_detached(l.region))
 				violations++;
 			if (vmr_rng_below(&r, 4) == 0)

@@ -233,9 +233,9 @@ static struct vmr_region *find(uintptr_t addr)
 {
 	struct vmr_region *r;
 
-	urcu_memb_read_lock();
+	vmr_rcu_read_lock(NULL);
 	r = vmr_space_find_region(space, addr);
-	urcu_memb_read_unlock();
+	vmr_rcu_read_unlock(NULL);
 	return r;
 }
 
@@ -293,7 +293,7 @@ static void layout_take(struct layout *l)
 	size_t bad = 0;
 
 	l->n = 0;
-	urcu_memb_read_lock();
+	vmr_rcu_read_lock(NULL);
 	vmr_tree_iter_start(&it, space->tree, 0);
 	while (l->n < LAYOUT_MAX && vmr_tree_iter_next(&it, &e)) {
 		const struct vmr_region *r = e.value;
@@ -307,7 +307,7 @@ static void layout_take(struct layout *l)
 					       vmr_region_prot(r),
 					       vmr_region_offset(r), r };
 	}
-	urcu_memb_read_unlock();
+	vmr_rcu_read_unlock(NULL);
 	ck_assert_uint_eq(bad, 0);
 	ck_assert_uint_eq(l->n, vmr_space_count_regions(space));
 	ck_assert_ptr_null(vmr_tree_validate(space->tree));

@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
+#include "tsan.h" /* after the flavor header */
+
 static struct vmr_tree *tree;
 
 /* Distinct non-NULL values that say which entry they belong to. */
@@ -492,7 +494,7 @@ START_TEST(test_cursor_keeps_its_snapshot_across_updates)
 	int i;
 
 	fill(tree, 0, 10, 10, 200);
-	urcu_memb_read_lock();
+	vmr_rcu_read_lock(NULL);
 	vmr_tree_iter_start(&it, tree, 0);
 	for (i = 0; i < 100; i++)
 		ck_assert(vmr_tree_iter_next(&it, &e));
@@ -501,7 +503,7 @@ START_TEST(test_cursor_keeps_its_snapshot_across_updates)
 	ck_assert_uint_eq(vmr_tree_count(tree), 0);
 	for (; vmr_tree_iter_next(&it, &e); i++)
 		ck_assert_uint_eq(e.start, (uintptr_t)i * 10);
-	urcu_memb_read_unlock();
+	vmr_rcu_read_unlock(NULL);
 	ck_assert_int_eq(i, 200);
 }
 END_TEST
@@ -677,13 +679,14 @@ static int model_step(struct model *m, struct vmr_tree *t, struct vmr_rng *r)
 
 START_TEST(test_hundred_thousand_random_entries_match_the_model)
 {
-	const size_t n = 100000, cells = 4 * n;
+	const size_t n = vmr_test_count(100000), cells = 4 * n;
+	const size_t steps = vmr_test_count(300000);
 	struct vmr_rng r;
 	struct model m;
 	size_t *perm;
 
 	vmr_rng_init(&r, vmr_test_seed() ^ 1);
-	model_init(&m, cells, n + 5 * 300000);
+	model_init(&m, cells, n + 5 * steps);
 	/* Insert n one-cell entries at every fourth cell, in random order. */
 	perm = malloc(n * sizeof(*perm));
 	ck_assert_ptr_nonnull(perm);
@@ -710,7 +713,7 @@ START_TEST(test_hundred_thousand_random_entries_match_the_model)
 	free(perm);
 	model_check(&m, tree, &r, 100000);
 	/* Then random inserts, removes and replaces, checked as they go. */
-	for (int i = 0; i < 300000; i++) {
+	for (size_t i = 0; i < steps; i++) {
 		ck_assert_int_ne(model_step(&m, tree, &r), -1);
 		if (i % 50000 == 0)
 			model_check(&m, tree, &r, 1000);
@@ -728,7 +731,7 @@ START_TEST(test_small_trees_stay_valid_through_every_shape)
 	/* Few cells: the tree grows and shrinks through every height. */
 	vmr_rng_init(&r, vmr_test_seed() ^ 2);
 	model_init(&m, 600, 2000000);
-	for (int i = 0; i < 200000; i++) {
+	for (size_t i = 0; i < vmr_test_count(200000); i++) {
 		ck_assert_int_ne(model_step(&m, tree, &r), -1);
 		if (i % 97 == 0)
 			model_check(&m, tree, &r, 50);
@@ -839,6 +842,7 @@ struct race {
 
 static void val_free_rcu(struct rcu_head *h)
 {
+	vmr_tsan_callback_enter(h);
 	free(caa_container_of(h, struct region_val, rcu));
 }
 
@@ -847,7 +851,7 @@ static void val_retire(const struct vmr_tree_entry *e, void *arg)
 	struct region_val *v = e->value;
 
 	(void)arg;
-	urcu_memb_call_rcu(&v->rcu, val_free_rcu);
+	vmr_call_rcu(&urcu_memb_flavor, &v->rcu, val_free_rcu);
 }
 
 static struct region_val *val_new(uintptr_t s, uintptr_t e)
@@ -873,7 +877,7 @@ static void *race_reader(void *arg)
 		struct vmr_tree_entry e;
 		struct region_val *v;
 
-		urcu_memb_read_lock();
+		vmr_rcu_read_lock(NULL);
 		for (int i = 0; i < 64; i++, lookups++) {
 			uintptr_t a = vmr_rng_below(&r, SPAN);
 
@@ -898,7 +902,7 @@ static void *race_reader(void *arg)
 				errors++;
 			walks++;
 		}
-		urcu_memb_read_unlock();
+		vmr_rcu_read_unlock(NULL);
 		if (vmr_rng_below(&r, 16) == 0)
 			sched_yield();
 	}

@@ -14,6 +14,20 @@ double vmr_test_seconds(void)
 	return v > 0 ? v : 2.0;
 }
 
+bool vmr_test_valgrind(void)
+{
+	const char *s = getenv("VMR_TEST_VALGRIND");
+
+	return s && *s && *s != '0';
+}
+
+size_t vmr_test_count(size_t n)
+{
+	if (!vmr_test_valgrind())
+		return n;
+	return n / 16 ? n / 16 : 1;
+}
+
 uint64_t vmr_test_seed(void)
 {
 	static uint64_t seed;

@@ -14,10 +14,38 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Seconds a concurrent test runs. */
 double vmr_test_seconds(void);
+
+/* True when run under valgrind (the meson setup "valgrind" sets
+ * VMR_TEST_VALGRIND): tests that fault on userfaultfd memory skip, since
+ * valgrind runs one thread at a time. */
+bool vmr_test_valgrind(void);
+
+/*
+ * True in a ThreadSanitizer build.  TSan's fork() holds the tool's own
+ * locks across the system call, which with UFFD_FEATURE_EVENT_FORK sleeps
+ * until a handler thread of the same process, needing those locks, reads
+ * the FORK message: tests that fork with fork events skip under it (a
+ * deadlock of the tool; without it the runtime handles the fork).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define VMR_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VMR_TEST_TSAN 1
+#endif
+#endif
+#ifndef VMR_TEST_TSAN
+#define VMR_TEST_TSAN 0
+#endif
+
+/* @n, or a sixteenth of it (at least 1) under valgrind: for loops sized
+ * to take a second natively, which memcheck would run for minutes. */
+size_t vmr_test_count(size_t n);
 
 /* The run's seed: VMR_TEST_SEED if set, else fresh; printed once. */
 uint64_t vmr_test_seed(void);
