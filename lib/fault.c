@@ -59,6 +59,8 @@ static inline void count(struct vmr_tstate *ts, size_t idx)
 
 unsigned int vmr_fault_policy(const struct vmr_fault *vmf)
 {
+	if (!vmf)
+		return VMR_POLICY_DEFAULT;
 	if (vmf->region && vmf->region->policy)
 		return vmf->region->policy;
 	return vmf->space->policy;
@@ -66,9 +68,9 @@ unsigned int vmr_fault_policy(const struct vmr_fault *vmf)
 
 bool vmr_fault_allow_retry_first(const struct vmr_fault *vmf)
 {
-	return (vmf->flags & (VMR_FAULT_FLAG_ALLOW_RETRY |
-			      VMR_FAULT_FLAG_TRIED)) ==
-	       VMR_FAULT_FLAG_ALLOW_RETRY;
+	return vmf && (vmf->flags & (VMR_FAULT_FLAG_ALLOW_RETRY |
+				     VMR_FAULT_FLAG_TRIED)) ==
+			      VMR_FAULT_FLAG_ALLOW_RETRY;
 }
 
 int vmr_fault_release(struct vmr_fault *vmf)
@@ -161,6 +163,7 @@ static vmr_fault_t call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
 	unsigned int held_before = vmf->lock;
 	vmr_fault_t res;
 
+	VMR_DEBUG_POINT(VMR_DP_FAULT_LOCKED, vmf->address);
 	res = r->ops.fault ? r->ops.fault(vmf) : VMR_FAULT_SIGBUS;
 	/* The common case: finished, lock still held. */
 	if (vmr_likely(!(res & ~(VMR_FAULT_MAJOR | VMR_FAULT_NOPAGE |
@@ -245,11 +248,13 @@ static bool fault_on_vma_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 			return true;
 		}
 		*res = call_handler(vmf, ts);
-		if (!(*res & VMR_FAULT_RETRY)) {
+		/* "COMPLETED ends the fault at once", RETRY or not. */
+		if (!(*res & VMR_FAULT_RETRY) || (*res & VMR_FAULT_COMPLETED)) {
 			count(ts, VMR_STAT(vma_lock_success));
 			return true;
 		}
 		count(ts, VMR_STAT(vma_lock_retry));
+		VMR_DEBUG_POINT(VMR_DP_FAULT_RETRY, vmf->address);
 		if (*res & VMR_FAULT_MAJOR)
 			*flags |= VMR_FAULT_FLAG_TRIED;
 		if (shut_down(space))
@@ -285,7 +290,11 @@ static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 			return;
 		}
 		*res = call_handler(vmf, ts);
-		*flagsp = flags;
+		/* Keep TRIED once a call had it, though retry_disallowed
+		 * clears it below: result_major counts faults "retried with
+		 * TRIED" (mm_account_fault() sees it; the kernel never
+		 * clears it). */
+		*flagsp = flags | (*flagsp & VMR_FAULT_FLAG_TRIED);
 		if (!(*res & VMR_FAULT_RETRY))
 			return;
 		if (flags & VMR_FAULT_FLAG_RETRY_NOWAIT) {
@@ -294,10 +303,14 @@ static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 				vmr_fault_release(vmf);
 			return;
 		}
+		/* "COMPLETED ends the fault at once", RETRY or not. */
+		if (*res & VMR_FAULT_COMPLETED)
+			return;
 		if (shut_down(space))
 			return;
 		flags |= VMR_FAULT_FLAG_TRIED;
 		count(ts, VMR_STAT(space_retries));
+		VMR_DEBUG_POINT(VMR_DP_FAULT_RETRY, vmf->address);
 		if (++tries >= space->space_retry_max) {
 			/* The handler must finish now (and (!ALLOW & TRIED)
 			 * is illegal). */
@@ -320,6 +333,13 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 	    (flags & (VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_ALLOW_RETRY)) ==
 		    VMR_FAULT_FLAG_TRIED)
 		return -EINVAL;
+	/* The write holder would fault under its own write lock and then
+	 * "release" a read hold it never got.  An even seq (no write hold:
+	 * the line every range lock reads anyway) spares the owner load. */
+	if (vmr_unlikely(atomic_load_explicit(&space->lock.seq,
+					      memory_order_relaxed) & 1) &&
+	    vmr_space_lock_is_owner(&space->lock))
+		return -EDEADLK;
 	ts = vmr_tstate_get(space);
 	if (space->time_faults)
 		start = vmr_now_ns();

@@ -184,6 +184,7 @@ int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
 			    memory_order_seq_cst, memory_order_relaxed))
 			continue;
 		slept = true;
+		VMR_DEBUG_POINT(VMR_DP_PAGE_WAIT, index);
 		vmr_futex_wait(word, seq);
 	}
 	if (slept)
@@ -191,9 +192,17 @@ int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
 	return 0;
 }
 
+/* Every VMR_FAULT_FLAG_*: a handler may pass its fault's flags. */
+#define FAULT_FLAGS                                                            \
+	(VMR_FAULT_FLAG_WRITE | VMR_FAULT_FLAG_ALLOW_RETRY |                  \
+	 VMR_FAULT_FLAG_RETRY_NOWAIT | VMR_FAULT_FLAG_KILLABLE |              \
+	 VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_USER |                         \
+	 VMR_FAULT_FLAG_INSTRUCTION | VMR_FAULT_FLAG_INTERRUPTIBLE |          \
+	 VMR_FAULT_FLAG_VMA_LOCK)
+
 int vmr_page_lock(struct vmr_pagemap *map, size_t index, unsigned int flags)
 {
-	if (!in_range(map, index))
+	if (!in_range(map, index) || (flags & ~FAULT_FLAGS))
 		return -EINVAL;
 	return vmr_page_wait(map, index, flags, true);
 }
@@ -201,7 +210,7 @@ int vmr_page_lock(struct vmr_pagemap *map, size_t index, unsigned int flags)
 int vmr_page_wait_unlocked(struct vmr_pagemap *map, size_t index,
 			   unsigned int flags)
 {
-	if (!in_range(map, index))
+	if (!in_range(map, index) || (flags & ~FAULT_FLAGS))
 		return -EINVAL;
 	return vmr_page_wait(map, index, flags, false);
 }
@@ -223,6 +232,7 @@ static int page_unlock_set(struct vmr_pagemap *map, size_t index,
 		&map->page[index], &v, (v & ~(PG_LOCKED | PG_WAITERS)) | set,
 		memory_order_seq_cst, memory_order_relaxed));
 	*old = v;
+	VMR_DEBUG_POINT(VMR_DP_PAGE_UNLOCK, index);
 	if (v & PG_WAITERS) {
 		word = wait_word(map, index);
 		atomic_fetch_add_explicit(word, 1, memory_order_release);

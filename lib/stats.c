@@ -101,7 +101,7 @@ uint64_t vmr_hist_percentile(const uint64_t *hist, double pct)
 		total += hist[b];
 	if (!total)
 		return 0;
-	if (pct < 0)
+	if (!(pct >= 0)) /* NaN too: converting it to an integer is UB */
 		pct = 0;
 	if (pct > 100)
 		pct = 100;

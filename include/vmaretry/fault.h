@@ -150,7 +150,8 @@ struct vmr_fault {
  * or the space was shut down (vmr_space_shutdown()), in which case a fault
  * not yet started gets RETRY alone; in every case no lock is held on
  * return.  -EINVAL, with *@result untouched, if @space or @result
- * is NULL or @flags has unknown or illegal bits.
+ * is NULL or @flags has unknown or illegal bits; -EDEADLK, the same, if
+ * the caller holds the space lock for write.
  */
 int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 		     unsigned int flags, void *ctx, vmr_fault_t *result);
@@ -178,7 +179,8 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
  * without the lock, MAJOR may be or'ed in).
  *
  * Context: inside the handler of @vmf, holding the fault's lock.
- * Return: 0 or the reason to return, as above.
+ * Return: 0 or the reason to return, as above; 0 also if @vmf is NULL or
+ * holds no lock (there is nothing to release).
  */
 vmr_fault_t vmr_fault_release_for_io(struct vmr_fault *vmf);
 
@@ -200,7 +202,8 @@ int vmr_fault_release(struct vmr_fault *vmf);
  *                      space's)
  * @vmf: the fault
  *
- * Return: VMR_RETRY_SPACE, VMR_RETRY_VMA or VMR_HOLD_IO.
+ * Return: VMR_RETRY_SPACE, VMR_RETRY_VMA or VMR_HOLD_IO;
+ * VMR_POLICY_DEFAULT if @vmf is NULL.
  */
 unsigned int vmr_fault_policy(const struct vmr_fault *vmf);
 
@@ -209,7 +212,8 @@ unsigned int vmr_fault_policy(const struct vmr_fault *vmf);
  *                                 (fault_flag_allow_retry_first())
  * @vmf: the fault
  *
- * Return: true if ALLOW_RETRY is set and TRIED is not.
+ * Return: true if ALLOW_RETRY is set and TRIED is not; false if @vmf is
+ * NULL.
  */
 bool vmr_fault_allow_retry_first(const struct vmr_fault *vmf);
 
@@ -231,6 +235,8 @@ int vmr_space_shutdown(struct vmr_space *space);
 /**
  * vmr_space_is_shut_down() - whether vmr_space_shutdown() was called
  * @space: the space
+ *
+ * Return: true if it was; false if @space is NULL.
  */
 bool vmr_space_is_shut_down(const struct vmr_space *space);
 

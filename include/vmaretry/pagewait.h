@@ -31,6 +31,9 @@
  * when the fault ends.  This answers the case raised in the RFC thread
  * (pages reclaimed between the I/O and the retry) without holding any lock
  * across the I/O.
+ *
+ * The calls below that answer true or false answer false for a NULL map or
+ * an index out of range.
  */
 #ifndef VMARETRY_PAGEWAIT_H
 #define VMARETRY_PAGEWAIT_H
@@ -89,11 +92,14 @@ bool vmr_page_trylock(struct vmr_pagemap *map, size_t index);
  * @map: the map
  * @index: the page
  * @flags: VMR_FAULT_FLAG_KILLABLE or _INTERRUPTIBLE to end the wait when
- *         the map's space is shut down; 0 to wait regardless
+ *         the map's space is shut down; 0 to wait regardless.  The other
+ *         VMR_FAULT_FLAG_* bits are ignored, so a handler may pass its
+ *         fault's flags.
  *
  * Context: may sleep.  Ordering: acquire.
  * Return: 0 (locked); -EINTR (not locked) if the wait ended on shutdown;
- * -EINVAL if @map is NULL or @index out of range.
+ * -EINVAL if @map is NULL, @index out of range, or @flags has a bit that is
+ * no VMR_FAULT_FLAG_*.
  */
 int vmr_page_lock(struct vmr_pagemap *map, size_t index, unsigned int flags);
 
@@ -139,8 +145,8 @@ int vmr_page_wait_unlocked(struct vmr_pagemap *map, size_t index,
  *
  * Context: inside the handler of @vmf.  May sleep.
  * Return: 0 with the page locked and the fault's lock held; otherwise the
- * reason to return from the handler, as above (SIGBUS if @index is out of
- * range, with the fault's lock held).
+ * reason to return from the handler, as above (SIGBUS if @vmf or @map is
+ * NULL or @index is out of range, with the fault's lock as it was).
  */
 vmr_fault_t vmr_page_lock_or_retry(struct vmr_fault *vmf,
 				   struct vmr_pagemap *map, size_t index);
@@ -225,9 +231,10 @@ int vmr_fault_pin_page(struct vmr_fault *vmf, struct vmr_pagemap *map,
  * vmr_fault_pinned_page() - the page this fault pinned in an earlier try
  * @vmf: the fault
  * @map: the map asked about
- * @index: receives the page
+ * @index: receives the page, or NULL
  *
- * Return: true, and *@index, if the fault holds a pin in @map.
+ * Return: true, and *@index, if the fault holds a pin in @map; false if
+ * @vmf is NULL.
  */
 bool vmr_fault_pinned_page(const struct vmr_fault *vmf,
 			   const struct vmr_pagemap *map, size_t *index);

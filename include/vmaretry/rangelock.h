@@ -69,8 +69,10 @@ struct vmr_range_lock {
  * Ownership: the region stays valid until the unlock.
  * Return: 0 and @lock filled; -ENOENT if no region contains all of
  * [@addr, @addr + @len) (the kernel's ABORT for a failed walk); -EBUSY if a
- * writer holds an overlapping range, every reader slot is in use, or the
- * space is being torn down (ABORT: fall back to the space lock); -EAGAIN if
+ * writer holds an overlapping range, the calling thread holds a VMA-range
+ * read lock in the space already (one per thread and space; a hold of the
+ * space lock does not count), or no reader state could be had for it
+ * (ABORT: fall back to the space lock); -EAGAIN if
  * the region kept being replaced (MISS, past the bound); -EINVAL if @space
  * or @lock is NULL or the range wraps.  On error nothing is held.
  */
@@ -87,8 +89,8 @@ int vmr_range_read_lock(struct vmr_space *space, uintptr_t addr, size_t len,
  * Never sleeps.
  * Ordering: release: a writer that waited for this lock sees every store
  * the holder made.
- * Return: 0; -EINVAL if @lock is NULL, not held, or already released (a
- * debug build aborts instead).
+ * Return: 0; -EINVAL if @lock is NULL; -EPERM if it is not held or was
+ * released already (a debug build aborts instead).
  */
 int vmr_range_read_unlock(struct vmr_range_lock *lock);
 
@@ -108,7 +110,8 @@ int vmr_range_read_unlock(struct vmr_range_lock *lock);
  * caller's write hold of the space lock ends; there is no unlock of its
  * own.  Locking a range again, or a range with no region in it, is allowed.
  *
- * Context: the thread holding the space lock for write.  May sleep.
+ * Context: the thread holding the space lock for write, and no read lock
+ * over an overlapping range (it would wait for itself forever).  May sleep.
  * Ordering: acquire: the caller sees every store of the faults it waited
  * for.
  * Return: 0; -EINVAL if @space is NULL or the range is empty, unaligned or

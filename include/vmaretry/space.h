@@ -261,13 +261,16 @@ int vmr_space_unregister_thread(const struct vmr_space *space);
  * inside it are unmapped, all in the same atomic update as the insertion.
  *
  * Context: a registered thread, not holding the space lock (a write hold is
- * refused with -EDEADLK; a read hold cannot be told and deadlocks).  May
- * sleep: waits for faults whose read locks overlap what is replaced.
+ * refused with -EDEADLK; a read hold cannot be told and deadlocks), nor a
+ * VMA-range read lock over the range (the update would wait for it
+ * forever).  May sleep: waits for faults whose read locks overlap what is
+ * replaced.
  * Ordering: release: a fault that finds the region sees every store made
  * before the call.
  * Return: 0; -EINVAL if @space or @desc is NULL, @desc_size is too small,
  * the range is empty, unaligned or wraps, the offset is unaligned, @prot or
- * @flags has unknown bits or @policy is unknown; -E2BIG if @desc_size or
+ * @flags has unknown bits, @policy is unknown, or @ops is NULL with a
+ * non-zero @ops_size; -E2BIG if @desc_size or
  * @desc->ops_size is larger than this library's struct with non-zero extra
  * bytes; -EEXIST if
  * the range overlaps a region and VMR_MAP_REPLACE is not set; -EDEADLK if
@@ -455,7 +458,8 @@ int vmr_space_write_downgrade(struct vmr_space *space);
  *                               for write (mmap_assert_write_locked())
  * @space: the space
  *
- * Return: true if the calling thread holds it for write.
+ * Return: true if the calling thread holds it for write; false if @space is
+ * NULL.
  */
 bool vmr_space_is_write_locked(const struct vmr_space *space);
 

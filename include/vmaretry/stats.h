@@ -138,10 +138,11 @@ int vmr_space_stats_reset(struct vmr_space *space);
 /**
  * vmr_hist_percentile() - a percentile read off a histogram
  * @hist: VMR_HIST_BUCKETS buckets
- * @pct: the percentile, 0 to 100
+ * @pct: the percentile, 0 to 100 (below 0 or NaN counts as 0, above 100
+ *       as 100)
  *
  * Return: the upper bound in ns of the bucket holding it (2^(b+1)), or 0
- * if the histogram is empty.
+ * if the histogram is empty or @hist is NULL.
  */
 uint64_t vmr_hist_percentile(const uint64_t *hist, double pct);
 

@@ -151,7 +151,7 @@ size_t vmr_tree_count(const struct vmr_tree *tree);
 /**
  * vmr_tree_iter_start() - take a snapshot and place a cursor in it
  * @iter: the cursor to set up
- * @tree: the tree
+ * @tree: the tree, or NULL (the cursor walks an empty tree)
  * @addr: where to place the cursor
  *
  * The cursor sits between two entries: after every entry that ends at or

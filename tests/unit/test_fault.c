@@ -602,11 +602,11 @@ static void pager_check(struct vmr_fault *vmf)
 		return;
 	}
 	/* Holding its page: whatever maps it now maps it the same way. */
-	urcu_memb_read_lock();
+	vmr_rcu_read_lock(NULL);
 	now = vmr_space_find_region(vmf->space, a);
 	if (!now || vmr_region_prot(now) != vmr_region_prot(r))
 		atomic_fetch_add(&pager->violations, 1);
-	urcu_memb_read_unlock();
+	vmr_rcu_read_unlock(NULL);
 }
 
 static vmr_fault_t pager_fault(struct vmr_fault *vmf)
