@@ -127,11 +127,17 @@ struct mapping {
 	_Atomic long refs;         /* regions using it */
 };
 
-/* A deferred fault (EAGAIN), retried after the pending events are read. */
-struct deferred {
-	struct uffd_msg msg;
-	struct deferred *next;
-};
+/*
+ * Deferred faults (EAGAIN), retried after the pending events are read, are
+ * kept in an array allocated with the thread: never malloc() on the way to
+ * reading a FORK message.  glibc's fork() holds malloc's locks across the
+ * system call, and with EVENT_FORK that call waits until a handler reads
+ * the message: a handler that allocated in between (and a fault that meets
+ * EAGAIN is exactly what happens while a fork is pending) would deadlock
+ * with the forking thread.  When the array is full the fault is woken
+ * instead: its thread faults again, and the kernel sends a new message.
+ */
+#define MAX_DEFERRED 256
 
 struct handler {
 	struct vmr_uffd *uffd;
@@ -139,7 +145,8 @@ struct handler {
 	int epoll_fd;
 	void *buf; /* one page */
 	struct uffd_msg *msgs;
-	struct deferred *deferred;
+	struct uffd_msg *deferred; /* MAX_DEFERRED */
+	unsigned int nr_deferred;
 	_Atomic uint64_t count[NR_UFFD_COUNTERS];
 } __attribute__((aligned(VMR_CACHELINE)));
 
@@ -154,6 +161,9 @@ struct vmr_uffd {
 	struct handler *handlers;
 	/* Batch order (see above). */
 	pthread_mutex_t read_lock;
+	/* Installs share it, reading messages excludes them: no page is
+	 * installed between an event's read and its application. */
+	pthread_rwlock_t install_lock;
 	uint32_t batch_seq, last_event_seq;
 	_Atomic uint32_t events_applied;
 	_Atomic bool dead;
@@ -414,10 +424,32 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			c->held = NULL;
 		}
 		atomic_fetch_add(&m->refs, 1); /* the fault may drop its lock */
-		ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
-		if (ret) {
+		if (vmr_page_trylock(m->pages, idx)) {
+			/* Uncontended: the common case. */
+		} else if (!vmr_fault_allow_retry_first(vmf) &&
+			   vmr_fault_policy(vmf) != VMR_HOLD_IO) {
+			/*
+			 * A duplicate on its last attempt would wait for the
+			 * page under the fault's lock.  But the holder may
+			 * keep the page across its own retry (c->held) and
+			 * then need the space lock: page -> space, against
+			 * this wait's space -> page, and a writer queued on
+			 * the space lock closes the cycle.  (The kernel never
+			 * holds a folio lock into a retry.)  Do not wait: the
+			 * holder installs, poisons, or defers and retries,
+			 * and each of those wakes this fault's thread too.
+			 */
+			hcount(h, UC(coalesced));
+			c->resolved = true;
+			vmr_fault_release(vmf);
 			mapping_put(m);
-			return ret;
+			return VMR_FAULT_COMPLETED;
+		} else {
+			ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
+			if (ret) {
+				mapping_put(m);
+				return ret;
+			}
 		}
 	}
 	if (c->kind == KIND_WP) {
@@ -446,6 +478,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		major = VMR_FAULT_MAJOR;
 		if (!(m->mode & VMR_UFFD_FAST_STORE))
 			io = vmr_fault_release_for_io(vmf);
+		VMR_DEBUG_POINT(VMR_DP_UFFD_READ, vmf->address);
 		c->read_err = m->ops.read(m->store, off, h->buf,
 					  h->uffd->page);
 		c->have = true;
@@ -461,11 +494,25 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			return io | VMR_FAULT_MAJOR;
 		}
 	}
-	if (c->read_err)
+	VMR_DEBUG_POINT(VMR_DP_UFFD_RESOLVE, vmf->address);
+	/*
+	 * The kernel refuses installs (EAGAIN) only while an event is
+	 * unread: once read, a REMOVE's madvise() zaps the range, and a copy
+	 * landing after the zap and before the event is applied (unregister)
+	 * would leave stale data in discarded memory.  So install only when
+	 * every event read so far is applied; else defer, as for EAGAIN.
+	 */
+	pthread_rwlock_rdlock(&h->uffd->install_lock);
+	if (h->uffd->last_event_seq !=
+	    atomic_load_explicit(&h->uffd->events_applied,
+				 memory_order_acquire))
+		o = settle(h, OUT_AGAIN, vmf->address);
+	else if (c->read_err)
 		o = do_poison(h, vmf->address);
 	else
 		o = do_copy(h, vmf->address,
 			    (m->mode & VMR_UFFD_WP) && !c->write);
+	pthread_rwlock_unlock(&h->uffd->install_lock);
 installed:
 	if (o != OUT_OK && o != OUT_EXISTS) {
 		ret = give_up(vmf, c, m, idx, o);
@@ -485,6 +532,36 @@ installed:
 /* ---- messages ----------------------------------------------------------- */
 
 /* One page-fault message; false if it must be retried later (EAGAIN). */
+/*
+ * Poison @addr, whose fault found no region or a forbidden access, unless
+ * the range has been mapped since (a stale message, then vmr_uffd_map()
+ * after a REMOVE or an unmap): the page is registered again, and poisoning
+ * it would give its next access SIGBUS.  The space lock, held for read
+ * across the look-up and the ioctl, keeps a vmr_map(), and so the
+ * registration that follows it, from landing in between.  A page mapped
+ * again is not poisoned: OUT_GONE, and the caller wakes its thread, which
+ * faults again.
+ */
+static enum outcome poison_unless_mapped(struct handler *h, uintptr_t addr,
+					 unsigned int fflags)
+{
+	struct vmr_space *space = h->uffd->space;
+	const struct vmr_region *r;
+	enum outcome o;
+
+	vmr_space_read_lock(space);
+	r = vmr_space_find_region(space, addr);
+	if (r && ((fflags & VMR_FAULT_FLAG_WRITE) ?
+			  (r->prot & VMR_PROT_WRITE) :
+			  (r->prot & (VMR_PROT_READ | VMR_PROT_WRITE |
+				      VMR_PROT_EXEC))))
+		o = OUT_GONE;
+	else
+		o = do_poison(h, addr);
+	vmr_space_read_unlock(space);
+	return o;
+}
+
 static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 {
 	struct vmr_uffd *u = h->uffd;
@@ -493,7 +570,9 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 	struct fault_ctx c = { .h = h };
 	unsigned int fflags = VMR_FAULT_FLAG_DEFAULT | VMR_FAULT_FLAG_USER;
 	vmr_fault_t res;
+	enum outcome o;
 
+	VMR_DEBUG_POINT(VMR_DP_UFFD_FAULT, addr);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		c.kind = KIND_WP;
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
@@ -533,7 +612,9 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 	}
 	/* A forbidden access, no region, or a handler error: SIGBUS, not a
 	 * hang; a stale message finds the range gone (ENOENT): wake it. */
-	switch (do_poison(h, addr)) {
+	o = (res & VMR_FAULT_SIGSEGV) ? poison_unless_mapped(h, addr, fflags) :
+					do_poison(h, addr);
+	switch (o) {
 	case OUT_AGAIN:
 		return false;
 	case OUT_GONE:
@@ -544,34 +625,34 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 	}
 }
 
+static void wake_msg(struct handler *h, const struct uffd_msg *msg)
+{
+	wake(h, msg->arg.pagefault.address & ~(h->uffd->page - 1),
+	     h->uffd->page);
+}
+
 static void defer(struct handler *h, const struct uffd_msg *msg)
 {
-	struct deferred *d = vmr_alloc(sizeof(*d));
-
-	if (!d) {
-		/* Out of memory: wake it; it will fault again. */
-		wake(h, msg->arg.pagefault.address & ~(h->uffd->page - 1),
-		     h->uffd->page);
+	if (h->nr_deferred == MAX_DEFERRED) {
+		/* Full: wake it; it will fault again. */
+		wake_msg(h, msg);
 		return;
 	}
-	d->msg = *msg;
-	d->next = h->deferred;
-	h->deferred = d;
+	h->deferred[h->nr_deferred++] = *msg;
 }
 
 static void retry_deferred(struct handler *h)
 {
-	struct deferred *d = h->deferred, *next;
+	unsigned int n = h->nr_deferred;
 
-	h->deferred = NULL;
-	for (; d; d = next) {
-		next = d->next;
-		if (!handle_fault_msg(h, &d->msg)) {
-			d->next = h->deferred;
-			h->deferred = d;
-		} else {
-			vmr_free(d);
-		}
+	/* Those deferred again are compacted to the front: entry i goes to
+	 * a slot at or below i, never over one still to be retried. */
+	h->nr_deferred = 0;
+	for (unsigned int i = 0; i < n; i++) {
+		struct uffd_msg msg = h->deferred[i];
+
+		if (!handle_fault_msg(h, &msg))
+			h->deferred[h->nr_deferred++] = msg;
 	}
 }
 
@@ -656,6 +737,7 @@ static void apply_event(struct handler *h, const struct uffd_msg *msg)
 	struct region_copy *v;
 	size_t n;
 
+	VMR_DEBUG_POINT(VMR_DP_UFFD_EVENT, 0);
 	switch (msg->event) {
 	case UFFD_EVENT_REMOVE: {
 		struct uffdio_range r = {
@@ -730,8 +812,10 @@ static size_t handle_batch(struct handler *h)
 	size_t n;
 
 	pthread_mutex_lock(&u->read_lock);
+	pthread_rwlock_wrlock(&u->install_lock);
 	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
 	if (got <= 0) {
+		pthread_rwlock_unlock(&u->install_lock);
 		pthread_mutex_unlock(&u->read_lock);
 		return 0;
 	}
@@ -742,6 +826,7 @@ static size_t handle_batch(struct handler *h)
 		events = is_event(&h->msgs[i]);
 	if (events)
 		u->last_event_seq = seq;
+	pthread_rwlock_unlock(&u->install_lock);
 	pthread_mutex_unlock(&u->read_lock);
 
 	hcount(h, UC(batches));
@@ -800,9 +885,13 @@ static void *handler_main(void *arg)
 	int n;
 
 	vmr_space_register_thread(u->space);
+	/* Bind the thread's per-space state now: made on a first fault, its
+	 * allocation could meet a fork() holding malloc's locks while it
+	 * waits for this thread to read its FORK message (see defer()). */
+	vmr_tstate_get(u->space);
 	while (!atomic_load(&u->stopping)) {
 		/* With deferred faults, look again soon even if idle. */
-		n = epoll_wait(h->epoll_fd, ev, 2, h->deferred ? 1 : -1);
+		n = epoll_wait(h->epoll_fd, ev, 2, h->nr_deferred ? 1 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (atomic_load(&u->stopping))
@@ -816,18 +905,13 @@ static void *handler_main(void *arg)
 			while (handle_batch(h) > 0)
 				;
 		}
-		if (h->deferred && !atomic_load(&u->dead))
+		if (h->nr_deferred && !atomic_load(&u->dead))
 			retry_deferred(h);
 	}
 	/* Whatever was deferred: wake it (the teardown unregisters). */
-	while (h->deferred) {
-		struct deferred *d = h->deferred;
-
-		h->deferred = d->next;
-		wake(h, d->msg.arg.pagefault.address & ~(u->page - 1),
-		     u->page);
-		vmr_free(d);
-	}
+	for (unsigned int i = 0; i < h->nr_deferred; i++)
+		wake_msg(h, &h->deferred[i]);
+	h->nr_deferred = 0;
 	vmr_space_unregister_thread(u->space);
 	return NULL;
 }
@@ -938,6 +1022,7 @@ static void runtime_free(struct vmr_uffd *u)
 		for (unsigned int i = 0; i < u->nr_threads; i++) {
 			free(u->handlers[i].buf);
 			vmr_free(u->handlers[i].msgs);
+			vmr_free(u->handlers[i].deferred);
 			if (u->handlers[i].epoll_fd >= 0)
 				close(u->handlers[i].epoll_fd);
 		}
@@ -948,6 +1033,7 @@ static void runtime_free(struct vmr_uffd *u)
 	if (u->own_fd && u->fd >= 0)
 		close(u->fd);
 	pthread_mutex_destroy(&u->read_lock);
+	pthread_rwlock_destroy(&u->install_lock);
 	pthread_mutex_destroy(&u->children_lock);
 	vmr_free(u);
 }
@@ -962,7 +1048,8 @@ static int start_threads(struct vmr_uffd *u)
 		if (h->epoll_fd < 0)
 			return h->epoll_fd;
 		h->msgs = vmr_alloc(u->batch * sizeof(*h->msgs));
-		if (!h->msgs || vmr_alloc_injected_failure() ||
+		h->deferred = vmr_alloc(MAX_DEFERRED * sizeof(*h->deferred));
+		if (!h->msgs || !h->deferred || vmr_alloc_injected_failure() ||
 		    posix_memalign(&h->buf, u->page, u->page))
 			return -ENOMEM;
 	}
@@ -1003,6 +1090,16 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	atomic_init(&u->dead, false);
 	atomic_init(&u->stopping, false);
 	pthread_mutex_init(&u->read_lock, NULL);
+	{
+		pthread_rwlockattr_t ra;
+
+		/* The reader of messages must not starve behind installs. */
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(
+			&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&u->install_lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	pthread_mutex_init(&u->children_lock, NULL);
 	u->handlers = calloc(u->nr_threads, sizeof(*u->handlers));
 	for (unsigned int i = 0; u->handlers && i < u->nr_threads; i++)
@@ -1039,11 +1136,30 @@ int vmr_uffd_create(struct vmr_space *space,
 	if (!config || config_size < offsetof(struct vmr_uffd_config, fd) +
 						      sizeof(int))
 		cfg.fd = -1;
+	/* Now, before the runtime opens descriptors that could take a closed
+	 * @fd's number and be mistaken for it. */
+	if (cfg.fd >= 0 && fcntl(cfg.fd, F_GETFL) < 0)
+		return -EBADF;
 	if (cfg.threads > MAX_THREADS || cfg.batch > MAX_BATCH ||
 	    (cfg.flags & ~(VMR_UFFD_FD_READY | VMR_UFFD_NO_EVENTS)) ||
 	    vmr_space_page_size(space) != (size_t)sysconf(_SC_PAGESIZE))
 		return -EINVAL;
 	return runtime_new(space, &cfg, uffdp, true);
+}
+
+/*
+ * Read what is left on the stopped runtime's descriptor: a thread that
+ * caused an event sleeps until it is read, and a fork()'s child, not yet
+ * running, holds the descriptor open, so closing it would not end that
+ * sleep.  Faults need nothing: unregistering woke them.
+ */
+static void drain(struct vmr_uffd *u)
+{
+	struct uffd_msg msg;
+
+	while (read(u->fd, &msg, sizeof(msg)) == (ssize_t)sizeof(msg))
+		if (msg.event == UFFD_EVENT_FORK)
+			close((int)msg.arg.fork.ufd);
 }
 
 /* Unregister every range this runtime registered (its regions). */
@@ -1078,6 +1194,7 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd)
 	for (unsigned int i = 0; i < uffd->nr_threads; i++)
 		pthread_join(uffd->handlers[i].thread, NULL);
 	unregister_all(uffd);
+	drain(uffd);
 	for (child = uffd->children; child; child = next) {
 		struct vmr_space *cs = child->child_space;
 
@@ -1131,6 +1248,7 @@ int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
 
 	if (!uffd || !addr || !len ||
 	    ((uintptr_t)addr | len) & (uffd->page - 1) ||
+	    (uintptr_t)addr + len <= (uintptr_t)addr ||
 	    (kind != VMR_UFFD_MISSING &&
 	     kind != (VMR_UFFD_MISSING | VMR_UFFD_WP) &&
 	     kind != VMR_UFFD_MINOR))
@@ -1183,8 +1301,12 @@ int vmr_uffd_unmap(struct vmr_uffd *uffd, void *addr, size_t len)
 {
 	struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
 
-	if (!uffd || !len || ((uintptr_t)addr | len) & (uffd->page - 1))
+	if (!uffd || !len || ((uintptr_t)addr | len) & (uffd->page - 1) ||
+	    (uintptr_t)addr + len <= (uintptr_t)addr)
 		return -EINVAL;
+	/* vmr_unmap() would refuse after the range was unregistered. */
+	if (vmr_space_is_write_locked(uffd->space))
+		return -EDEADLK;
 	/* Wakes the faults waiting in the range; not an error if gone. */
 	ioctl(uffd->fd, UFFDIO_UNREGISTER, &r);
 	return vmr_unmap(uffd->space, (uintptr_t)addr, len);

@@ -78,6 +78,16 @@ struct vmr_uffd_store_ops {
  *            those the kernel and the caller's privileges allow)
  *
  * Passed with its size; zero-initialise it and set what you need.
+ *
+ * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
+ * until a handler thread reads the FORK message, and glibc holds malloc's
+ * locks across that wait.  Handling a fault allocates nothing in the
+ * runtime, so a fault pending during a fork is deferred and the message
+ * read.  Two things can still deadlock with the forking thread: a store
+ * whose read() callback allocates or takes a lock that thread holds, and,
+ * with a single handler thread, a fork that starts while the thread
+ * applies a REMAP (which allocates).  Keep stores to preallocated memory
+ * and run two handler threads or more, or pass VMR_UFFD_NO_EVENTS.
  */
 struct vmr_uffd_config {
 	unsigned int threads;
@@ -147,8 +157,9 @@ struct vmr_uffd_stats {
  * size; -E2BIG as for struct vmr_space_config; -ENOSYS if the kernel has no
  * userfaultfd; -EPERM if it is forbidden (vm.unprivileged_userfaultfd,
  * seccomp, /dev/userfaultfd permissions); -EMFILE, -ENFILE; -ENOMEM;
- * -EAGAIN if a thread could not be started; -EBADF or -ENOTTY if @fd is
- * not a userfaultfd.
+ * -EAGAIN if a thread could not be started; -EBADF if @fd is not open;
+ * -ENOTTY if it is not a userfaultfd (with VMR_UFFD_FD_READY the caller
+ * vouches that it is, and that is not checked).
  */
 int vmr_uffd_create(struct vmr_space *space,
 		    const struct vmr_uffd_config *config, size_t config_size,
@@ -191,8 +202,9 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd);
  * Return: 0; -EINVAL for bad arguments or a mode the kernel does not
  * support for this memory; -E2BIG as for vmr_map(); -EEXIST if the range
  * overlaps a mapped region; -EBUSY if the range is registered with another
- * userfaultfd; -ENOMEM; -ESRCH if the process has exited.  On error
- * nothing changed.
+ * userfaultfd; -EDEADLK if the caller holds the space lock for write;
+ * -ENOMEM (also for a range of more than 2^32 pages); -ESRCH if the
+ * process has exited.  On error nothing changed.
  */
 int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
 		 unsigned int prot, uint64_t offset, unsigned int mode,
@@ -211,7 +223,9 @@ int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
  * process; unmap it afterwards if wanted.
  *
  * Context: as vmr_uffd_map().
- * Return: 0; -EINVAL for a NULL runtime or a bad range; -ENOMEM.
+ * Return: 0; -EINVAL for a NULL runtime or a bad range (empty, unaligned,
+ * wrapping); -EDEADLK, with nothing unregistered, if the caller holds the
+ * space lock for write; -ENOMEM.
  */
 int vmr_uffd_unmap(struct vmr_uffd *uffd, void *addr, size_t len);
 
@@ -221,17 +235,18 @@ int vmr_uffd_unmap(struct vmr_uffd *uffd, void *addr, size_t len);
 int vmr_uffd_fd(const struct vmr_uffd *uffd);
 
 /**
- * vmr_uffd_features() - the UFFD_FEATURE_* bits in force
+ * vmr_uffd_features() - the UFFD_FEATURE_* bits in force (0 if @uffd is NULL)
  */
 uint64_t vmr_uffd_features(const struct vmr_uffd *uffd);
 
 /**
- * vmr_uffd_space() - the runtime's space
+ * vmr_uffd_space() - the runtime's space (NULL if @uffd is NULL)
  */
 struct vmr_space *vmr_uffd_space(const struct vmr_uffd *uffd);
 
 /**
- * vmr_uffd_is_dead() - whether the paged process has exited (ESRCH)
+ * vmr_uffd_is_dead() - whether the paged process has exited (ESRCH); false
+ *                      if @uffd is NULL
  */
 bool vmr_uffd_is_dead(const struct vmr_uffd *uffd);
 

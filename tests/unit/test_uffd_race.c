@@ -1,0 +1,1637 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Race injection for the userfaultfd runtime: a non-cooperative event
+ * (REMOVE, UNMAP, REMAP, FORK), an install behind the runtime's back
+ * (EEXIST) or a shutdown, landed at a chosen point of one fault's life:
+ *
+ *   AT_FAULT    the message is read, before the fault is handled
+ *               (debug point uffd_fault);
+ *   AT_LOOKUP   the engine found the region, before the range lock (debug
+ *               point range_lookup, inside an RCU read-side section);
+ *   AT_STORE    during the store read: the store's own read callback, so
+ *               these run in every build, debug points or not;
+ *   AT_RESOLVE  the page is read and the fault's lock held, before the
+ *               installing ioctl (debug point uffd_resolve).
+ *
+ * How an event is landed.  A thread that causes a non-cooperative event
+ * sleeps in the kernel until a handler thread reads its message, and until
+ * then every UFFDIO_COPY on the descriptor fails with EAGAIN.  So the
+ * injection, which runs on the handler thread that holds the fault, never
+ * causes the event itself (it would wait for a message only a handler can
+ * read): it tells an actor thread to, then waits, with a bound, for one of
+ * two states before the fault goes on:
+ *
+ *   PENDING  one handler thread, so the event stays queued: wait until the
+ *            descriptor polls readable.  The fault then meets the kernel's
+ *            EAGAIN, is deferred, and must be retried after the event has
+ *            been read and applied (the kernel selftests' retry-on-EAGAIN).
+ *   RACING   three handler threads: another reads the event at once (and a
+ *            third the next one: an mremap() may queue an UNMAP behind its
+ *            REMAP and return only once both are read, while the first is
+ *            held as below).  Where
+ *            the fault holds no lock (AT_FAULT, AT_LOOKUP, AT_STORE under a
+ *            policy that drops the lock for I/O) wait until the event is
+ *            applied: the region is detached and the write hold over, so
+ *            that the fault goes on against the changed space (at AT_LOOKUP
+ *            the range lock then misses).  Where the fault holds its lock,
+ *            the event's application waits for it: wait only until the
+ *            event is read (the actor's call returned), and hold the other
+ *            handler at the uffd_event debug point until the fault's ioctl
+ *            has had every chance to run, which widens the window between
+ *            reading a REMOVE and applying it to certainty.  (The runtime must
+ *            then defer the install: a copy after the madvise()'s zap and
+ *            before the range is unregistered would leave stale data.)
+ *
+ * Each test checks outcomes, not only the absence of a crash: the faulting
+ * thread returns (joined with a deadline: a lost wakeup fails the test, and
+ * the test then wakes the thread itself so that it ends), the page holds
+ * what the event's semantics say afterwards (zero after a REMOVE, never
+ * the store's stale contents; SIGSEGV where it was unmapped; the store's
+ * contents at the page's new place after a REMAP and in a forked child),
+ * and the runtime's and the engine's counters show that the race was hit
+ * (eagain, enoent, eexist, coalesced, vma_lock_miss...), not missed.
+ *
+ * The REMAP actor plugs the hole the move leaves with a PROT_NONE mapping
+ * (MAP_FIXED_NOREPLACE), so that the faulter's retry at the old address
+ * gets SIGSEGV and not whatever another thread mapped there meanwhile;
+ * where the plug loses that race the view is not checked.
+ *
+ * The shutdown tests end a fault parked at each point with an event
+ * pending, and fault storms of many threads over many pages with a slow
+ * store, with vmr_uffd_destroy() and with vmr_space_shutdown() first: every
+ * faulter, every thread that caused an event, and destroy itself return.
+ *
+ * Where userfaultfd is refused, or the build has no debug points and the
+ * test needs them, or the kernel has no EVENT_FORK for a fork case, the
+ * test says so on stderr and passes (Check has no skip).
+ */
+#include "mm.h"
+#include "vmr_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <urcu/urcu-memb.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+#define PROT_RW (VMR_PROT_READ | VMR_PROT_WRITE)
+/* How long a wait that must end may take. */
+#define DEADLINE_S 10.0
+/* How long an injection waits for the state it needs. */
+#define INJECT_S 5.0
+/* The bound on vmr_uffd_destroy() with faults in flight. */
+#define DESTROY_S 5.0
+/* How long a held event application waits for the fault's ioctl. */
+#define HOLD_S 0.05
+/* Every 8-byte word of a test MARKER page. */
+#define MARKER 0xa5a5a5a5a5a5a5a5ull
+
+/* The area of one race: PAGES pages; the fault is on page TARGET; REMOVE
+ * and UNMAP cover [EV_FIRST, EV_FIRST + EV_COUNT), REMAP moves them all. */
+#define PAGES 8
+#define TARGET 3
+#define EV_FIRST 2
+#define EV_COUNT 3
+
+static size_t pg; /* the system page size */
+static struct vmr_space *space;
+static struct vmr_uffd *uffd;
+
+static const enum vmr_retry_policy policies[] = {
+	VMR_RETRY_VMA,
+	VMR_RETRY_SPACE,
+	VMR_HOLD_IO,
+};
+#define NR_POLICIES ((int)VMR_ARRAY_SIZE(policies))
+
+/* ---- the points, the events, the modes ---------------------------------- */
+
+enum at { AT_FAULT, AT_LOOKUP, AT_STORE, AT_RESOLVE, NR_AT };
+enum event { EV_REMOVE, EV_UNMAP, EV_REMAP, EV_FORK, NR_EV };
+enum mode { PENDING, RACING, NR_MODES };
+
+static const char *const at_names[NR_AT] = {
+	"fault", "lookup", "store read", "resolve",
+};
+static const char *const ev_names[NR_EV] = {
+	"REMOVE", "UNMAP", "REMAP", "FORK",
+};
+static const char *const mode_names[NR_MODES] = { "pending", "racing" };
+
+/* The debug point of each place; AT_STORE needs none. */
+static const enum vmr_debug_point at_points[NR_AT] = {
+	[AT_FAULT] = VMR_DP_UFFD_FAULT,
+	[AT_LOOKUP] = VMR_DP_RANGE_LOOKUP,
+	[AT_STORE] = VMR_DEBUG_POINTS_NR,
+	[AT_RESOLVE] = VMR_DP_UFFD_RESOLVE,
+};
+
+/* Whether the fault holds its lock at @at under @policy. */
+static bool lock_held_at(enum at at, enum vmr_retry_policy policy)
+{
+	return at == AT_RESOLVE || (at == AT_STORE && policy == VMR_HOLD_IO);
+}
+
+/* ---- the backing store --------------------------------------------------- */
+
+/* Word @j of the store's page at @off: no byte is zero. */
+static uint64_t store_word(uint64_t off, size_t j)
+{
+	uint64_t x = (off >> 12) * 0x9e3779b97f4a7c15ull +
+		     (uint64_t)j * 0xbf58476d1ce4e5b9ull + 1;
+
+	x ^= x >> 31;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 29;
+	return x | 0x0101010101010101ull;
+}
+
+static void fill_page(void *buf, uint64_t off)
+{
+	uint64_t *w = buf;
+
+	for (size_t j = 0; j < pg / 8; j++)
+		w[j] = store_word(off, j);
+}
+
+/* Each read sleeps @delay_us (the storms' slow store). */
+struct store {
+	unsigned int delay_us;
+	atomic_ulong reads;
+};
+
+static struct store store;
+
+static void race_fire(void);
+static bool race_at_store(uint64_t off);
+
+static int store_read(void *arg, uint64_t off, void *buf, size_t len)
+{
+	struct store *s = arg;
+
+	atomic_fetch_add(&s->reads, 1);
+	if (race_at_store(off))
+		race_fire();
+	if (s->delay_us)
+		usleep(s->delay_us);
+	if (len != pg)
+		return -EIO;
+	fill_page(buf, off);
+	return 0;
+}
+
+static const struct vmr_uffd_store_ops store_ops = { .read = store_read };
+
+/* ---- memory of the process ------------------------------------------------ */
+
+#define MAX_MAPS 8
+
+/* What the test mapped, unmapped at teardown. */
+static struct {
+	void *addr;
+	size_t len;
+} maps[MAX_MAPS];
+static size_t nr_maps;
+
+static void *map_memory(size_t pages, int prot)
+{
+	void *p = mmap(NULL, pages * pg, prot,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	/* userfaultfd resolves base pages; keep THP out of the way. */
+	madvise(p, pages * pg, MADV_NOHUGEPAGE);
+	ck_assert_uint_lt(nr_maps, MAX_MAPS);
+	maps[nr_maps].addr = p;
+	maps[nr_maps].len = pages * pg;
+	nr_maps++;
+	return p;
+}
+
+/* The range at @addr is no longer the test's to unmap (a REMAP moved it
+ * away and someone else may have mapped the hole since). */
+static void forget_memory(void *addr)
+{
+	for (size_t i = 0; i < nr_maps; i++)
+		if (maps[i].addr == addr)
+			maps[i].len = 0;
+}
+
+/* @pages pages registered with the runtime, page 0 at store page
+ * @store_page. */
+struct area {
+	unsigned char *base;
+	size_t pages;
+	uint64_t offset;
+};
+
+static struct area new_area(size_t pages, uint64_t store_page)
+{
+	struct area a = {
+		.base = map_memory(pages, PROT_READ | PROT_WRITE),
+		.pages = pages,
+		.offset = store_page * pg,
+	};
+
+	ck_assert_int_eq(vmr_uffd_map(uffd, a.base, pages * pg, PROT_RW,
+				      a.offset, VMR_UFFD_MISSING, &store_ops,
+				      sizeof(store_ops), &store),
+			 0);
+	return a;
+}
+
+static uintptr_t page_addr(const struct area *a, size_t i)
+{
+	return (uintptr_t)a->base + i * pg;
+}
+
+static uint64_t page_off(const struct area *a, size_t i)
+{
+	return a->offset + i * pg;
+}
+
+/* Whether the space has a region at @addr, and its offset there. */
+static bool region_at(uintptr_t addr, uint64_t *offset)
+{
+	struct vmr_region *r;
+
+	vmr_space_read_lock(space);
+	r = vmr_space_find_region(space, addr);
+	if (r && offset)
+		*offset = vmr_region_offset(r) + (addr - vmr_region_start(r));
+	vmr_space_read_unlock(space);
+	return r != NULL;
+}
+
+/* ---- looking at a page: touchers survive SIGBUS and SIGSEGV -------------- */
+
+enum view {
+	VIEW_STORE,  /* the store's contents at its offset */
+	VIEW_ZERO,   /* all zero */
+	VIEW_MIXED,  /* store words and zero words */
+	VIEW_MARKER, /* the test's MARKER */
+	VIEW_WRONG,  /* anything else */
+	VIEW_SIGBUS,
+	VIEW_SIGSEGV,
+	NR_VIEWS
+};
+
+static const char *const view_names[NR_VIEWS] = {
+	"store", "zero", "store and zero", "marker", "wrong",
+	"SIGBUS", "SIGSEGV",
+};
+
+static _Thread_local sigjmp_buf *jump_on_signal;
+
+static void on_signal(int sig)
+{
+	if (jump_on_signal)
+		siglongjmp(*jump_on_signal, sig);
+	/* Not a toucher's: the access faults again and kills us. */
+	signal(sig, SIG_DFL);
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	ck_assert_int_eq(sigaction(SIGBUS, &sa, NULL), 0);
+	ck_assert_int_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+}
+
+static enum view classify(const volatile uint64_t *w, uint64_t off)
+{
+	bool stored = false, zero = false, marker = true;
+
+	for (size_t j = 0; j < pg / 8; j++) {
+		/* Atomic: other touchers write the page meanwhile. */
+		uint64_t x = __atomic_load_n(&w[j], __ATOMIC_RELAXED);
+
+		if (x != MARKER)
+			marker = false;
+		if (x == store_word(off, j))
+			stored = true;
+		else if (!x)
+			zero = true;
+		else if (!marker)
+			return VIEW_WRONG;
+	}
+	if (marker)
+		return VIEW_MARKER;
+	return stored && zero ? VIEW_MIXED : zero ? VIEW_ZERO : VIEW_STORE;
+}
+
+/*
+ * Touch the page at @addr (a write, of nothing, if @write) and look at it
+ * as the store's page at @off; a signal the access got is the view.
+ */
+static enum view look(uintptr_t addr, uint64_t off, bool write)
+{
+	/* Volatile: live across sigsetjmp(). */
+	volatile uint64_t *volatile w = (volatile uint64_t *)addr;
+	volatile uint64_t o = off;
+	volatile bool wr = write;
+	sigjmp_buf jb;
+	enum view v;
+	int sig;
+
+	sig = sigsetjmp(jb, 1);
+	if (sig) {
+		jump_on_signal = NULL;
+		return sig == SIGBUS ? VIEW_SIGBUS : VIEW_SIGSEGV;
+	}
+	jump_on_signal = &jb;
+	if (wr)
+		__atomic_fetch_add(w, 0, __ATOMIC_RELAXED);
+	v = classify(w, o);
+	jump_on_signal = NULL;
+	return v;
+}
+
+/* One thread that touches one page once; the test thread reads @view. */
+struct toucher {
+	pthread_t thread;
+	uintptr_t addr;
+	uint64_t off;
+	bool write;
+	enum view view;
+	atomic_bool done;
+};
+
+/* The race's faulter, and whether it returned: the handler threads read
+ * this flag, set up before they started (the toucher itself is set up
+ * after, and reaches them only through the kernel, unseen by TSan). */
+static struct toucher *race_faulter(void);
+static atomic_bool race_faulter_done;
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	t->view = look(t->addr, t->off, t->write);
+	atomic_store(&t->done, true);
+	if (t == race_faulter())
+		atomic_store(&race_faulter_done, true);
+	return NULL;
+}
+
+static void start_toucher(struct toucher *t, uintptr_t addr, uint64_t off)
+{
+	memset(t, 0, sizeof(*t));
+	t->addr = addr;
+	t->off = off;
+	atomic_init(&t->done, false);
+	ck_assert_int_eq(pthread_create(&t->thread, NULL, toucher_main, t), 0);
+}
+
+/* A page known to be resolvable, looked at from a thread of its own. */
+static enum view look_from_thread(uintptr_t addr, uint64_t off);
+
+/* ---- the runtime ----------------------------------------------------------- */
+
+static bool refused(int err, const char *test)
+{
+	if (err != -ENOSYS && err != -EPERM)
+		return false;
+	fprintf(stderr, "%s: the kernel refuses userfaultfd (%s): skipped\n",
+		test, strerror(-err));
+	return true;
+}
+
+/* A space under @policy and a runtime of @threads handler threads over
+ * it; false where userfaultfd is refused. */
+static bool open_runtime(enum vmr_retry_policy policy, unsigned int threads,
+			 const char *test)
+{
+	struct vmr_space_config scfg = { .policy = policy };
+	struct vmr_uffd_config cfg = { .threads = threads, .fd = -1 };
+	int err;
+
+	if (getenv("VMR_TEST_VALGRIND")) {
+		/* Valgrind runs one thread at a time: a thread asleep in a
+		 * uffd fault would keep the handler from ever running. */
+		fprintf(stderr, "%s: userfaultfd under valgrind: skipped\n",
+			test);
+		return false;
+	}
+	ck_assert_int_eq(vmr_space_create(&scfg, sizeof(scfg), &space), 0);
+	err = vmr_uffd_create(space, &cfg, sizeof(cfg), &uffd);
+	if (refused(err, test))
+		return false;
+	ck_assert_int_eq(err, 0);
+	return true;
+}
+
+static bool need_debug_points(const char *test)
+{
+	if (vmr_debug_points_built())
+		return true;
+	fprintf(stderr, "%s: built without debug points (-Ddebug_points=true): "
+			"skipped\n",
+		test);
+	return false;
+}
+
+static bool need_fork_events(const char *test)
+{
+	if (VMR_TEST_TSAN) {
+		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
+				"skipped\n",
+			test);
+		return false;
+	}
+	if (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)
+		return true;
+	fprintf(stderr, "%s: no EVENT_FORK (needs CAP_SYS_PTRACE): skipped\n",
+		test);
+	return false;
+}
+
+static struct vmr_uffd_stats ustats(void)
+{
+	struct vmr_uffd_stats st;
+
+	ck_assert_int_eq(vmr_uffd_stats(uffd, &st, sizeof(st)), 0);
+	return st;
+}
+
+static struct vmr_stats sstats(void)
+{
+	struct vmr_stats st;
+
+	ck_assert_int_eq(vmr_space_stats(space, &st, sizeof(st)), 0);
+	return st;
+}
+
+/*
+ * The runtime's counters once it is idle: a handler thread counts after
+ * the ioctl that woke the faulter, so wait until they and the engine's
+ * fault count hold still for a while.
+ */
+static struct vmr_uffd_stats settled_ustats(void)
+{
+	struct vmr_uffd_stats was = ustats(), now;
+	uint64_t faults = sstats().faults;
+	double end = vmr_test_now() + DEADLINE_S;
+	int still = 0;
+
+	while (still < 5) {
+		ck_assert_msg(vmr_test_now() < end,
+			      "the runtime's counters never held still");
+		vmr_test_sleep(0.002);
+		now = ustats();
+		if (!memcmp(&now, &was, sizeof(now)) &&
+		    sstats().faults == faults) {
+			still++;
+		} else {
+			still = 0;
+			faults = sstats().faults;
+		}
+		was = now;
+	}
+	return now;
+}
+
+static enum view look_from_thread(uintptr_t addr, uint64_t off)
+{
+	struct toucher t;
+	int err;
+
+	start_toucher(&t, addr, off);
+	err = vmr_test_join(t.thread, DEADLINE_S);
+	ck_assert_msg(!err, "a fault at %#lx was never resolved",
+		      (unsigned long)addr);
+	return t.view;
+}
+
+/*
+ * Join @t within @seconds.  A thread left asleep is a lost wakeup: say so,
+ * with the counters, after waking it by unregistering @len bytes at
+ * @range (which makes them plain memory), so that the test ends.
+ */
+static void join_faulter(struct toucher *t, void *range, size_t len,
+			 double seconds)
+{
+	struct uffdio_range r = { .start = (uintptr_t)range, .len = len };
+	struct vmr_uffd_stats u;
+	int err = vmr_test_join(t->thread, seconds);
+
+	if (!err)
+		return;
+	u = ustats();
+	ioctl(vmr_uffd_fd(uffd), UFFDIO_UNREGISTER, &r);
+	vmr_test_join(t->thread, DEADLINE_S);
+	ck_abort_msg("the faulter at %#lx was left asleep (%llu faults, "
+		     "%llu copies, %llu wakes, %llu eagain, %llu enoent, "
+		     "%llu eexist)",
+		     (unsigned long)t->addr, (unsigned long long)u.faults,
+		     (unsigned long long)u.copies, (unsigned long long)u.wakes,
+		     (unsigned long long)u.eagain, (unsigned long long)u.enoent,
+		     (unsigned long long)u.eexist);
+}
+
+/* UFFDIO_COPY of a MARKER page to @addr on the runtime's descriptor. */
+static int copy_marker(uintptr_t addr, bool dontwake)
+{
+	struct uffdio_copy c;
+	uint64_t *buf;
+	int ret;
+
+	if (posix_memalign((void **)&buf, pg, pg))
+		return -ENOMEM;
+	for (size_t j = 0; j < pg / 8; j++)
+		buf[j] = MARKER;
+	memset(&c, 0, sizeof(c));
+	c.dst = addr;
+	c.src = (uintptr_t)buf;
+	c.len = pg;
+	c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+	ret = ioctl(vmr_uffd_fd(uffd), UFFDIO_COPY, &c) ? -errno : 0;
+	free(buf);
+	return ret;
+}
+
+/* ---- the actor: causes the event when told ------------------------------- */
+
+/* In a forked child: 0 if every page of @a reads its store contents, else
+ * 10 + the first wrong view. */
+static int child_touch(const struct area *a)
+{
+	for (size_t i = 0; i < a->pages; i++) {
+		enum view v = look(page_addr(a, i), page_off(a, i), i & 1);
+
+		if (v != VIEW_STORE)
+			return 10 + (int)v;
+	}
+	return 0;
+}
+
+struct actor {
+	pthread_t thread;
+	enum event ev;
+	struct area area; /* where the event happens */
+	void *dest;       /* REMAP: where the area moves (reserved) */
+	atomic_bool go;
+	atomic_bool done;
+	int ret;          /* 0, or the errno of the call */
+	bool plugged;     /* REMAP: PROT_NONE now where the area was */
+	pid_t child;      /* FORK */
+};
+
+static void *actor_main(void *arg)
+{
+	struct actor *a = arg;
+	unsigned char *first = a->area.base + EV_FIRST * pg;
+	size_t len = a->area.pages * pg;
+	bool go;
+	void *p;
+
+	VMR_WAIT_FOR(go, atomic_load(&a->go), DEADLINE_S + INJECT_S);
+	if (!go) {
+		a->ret = ETIMEDOUT;
+		atomic_store(&a->done, true);
+		return NULL;
+	}
+	switch (a->ev) {
+	case EV_REMOVE:
+		a->ret = madvise(first, EV_COUNT * pg, MADV_DONTNEED) ? errno : 0;
+		break;
+	case EV_UNMAP:
+		/* Replacing unmaps (an UNMAP event) and keeps the addresses
+		 * taken: a later access is SIGSEGV, never someone's page. */
+		p = mmap(first, EV_COUNT * pg, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+			 -1, 0);
+		a->ret = p == first ? 0 : p == MAP_FAILED ? errno : EFAULT;
+		break;
+	case EV_REMAP:
+		p = mremap(a->area.base, len, len,
+			   MREMAP_MAYMOVE | MREMAP_FIXED, a->dest);
+		a->ret = p == a->dest ? 0 : p == MAP_FAILED ? errno : EFAULT;
+		if (a->ret)
+			break;
+		p = mmap(a->area.base, len, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
+				 MAP_NORESERVE,
+			 -1, 0);
+		a->plugged = p == a->area.base;
+		if (p != MAP_FAILED && p != a->area.base)
+			munmap(p, len);
+		break;
+	case EV_FORK:
+		a->child = fork();
+		if (a->child == 0)
+			_exit(child_touch(&a->area));
+		a->ret = a->child < 0 ? errno : 0;
+		break;
+	default:
+		a->ret = EINVAL;
+		break;
+	}
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+static void start_actor(struct actor *a, enum event ev, const struct area *area,
+			void *dest)
+{
+	memset(a, 0, sizeof(*a));
+	a->ev = ev;
+	a->area = *area;
+	a->dest = dest;
+	a->child = -1;
+	atomic_init(&a->go, false);
+	atomic_init(&a->done, false);
+	ck_assert_int_eq(pthread_create(&a->thread, NULL, actor_main, a), 0);
+}
+
+/* The exit status of the actor's child, which must end within the
+ * deadline (it is killed if not, and the test fails). */
+static int wait_child(pid_t pid)
+{
+	double end = vmr_test_now() + DEADLINE_S;
+	int status = 0;
+	pid_t w;
+
+	while ((w = waitpid(pid, &status, WNOHANG)) == 0 &&
+	       vmr_test_now() < end)
+		vmr_test_sleep(0.001);
+	if (w == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		ck_abort_msg("the forked child still faulting after %.0f s",
+			     DEADLINE_S);
+	}
+	ck_assert_int_eq(w, pid);
+	return status;
+}
+
+static void assert_child_read_right(int status)
+{
+	ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d",
+		      WTERMSIG(status));
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "the child read a page wrong: %s",
+		      WEXITSTATUS(status) >= 10 &&
+				      WEXITSTATUS(status) < 10 + NR_VIEWS ?
+			      view_names[WEXITSTATUS(status) - 10] :
+			      "exit status");
+}
+
+/* ---- the injection ---------------------------------------------------- */
+
+enum action {
+	DO_EVENT,   /* start the actor's event, wait as the mode says */
+	DO_EEXIST,  /* install a MARKER page first */
+	DO_PARK,    /* start the event, then hold until shutdown began */
+	DO_COALESCE /* wait for a duplicate fault, then install a MARKER */
+};
+
+/*
+ * One race.  The test thread sets it up before any fault; the injection
+ * runs once, on the handler thread that reaches the point for @addr
+ * first, and records (never asserts); the test thread asserts after.
+ */
+static struct race {
+	enum at at;
+	enum action action;
+	uintptr_t addr;      /* the fault's page */
+	uint64_t off;        /* its store offset (AT_STORE) */
+	size_t index;        /* its index in its page map (page_wait) */
+	enum mode mode;
+	bool lock_held;      /* the fault holds its lock at the point */
+	bool dontwake;       /* DO_EEXIST: leave the wake to the runtime */
+	struct actor *actor;
+	struct toucher *faulter;
+	atomic_bool armed;
+	atomic_bool fired;
+	atomic_bool returned;      /* the injection went back to the fault */
+	atomic_bool hold_events;   /* hold the next event's application */
+	atomic_bool events_held;   /* ... and it was */
+	atomic_bool dup_waiting;   /* DO_COALESCE: the duplicate sleeps */
+	atomic_int copy_err;       /* DO_EEXIST, DO_COALESCE: the copy */
+	const char *_Atomic err;   /* the first thing that went wrong */
+} race;
+
+static struct toucher *race_faulter(void)
+{
+	return race.faulter;
+}
+
+static void race_error(const char *what)
+{
+	const char *none = NULL;
+
+	atomic_compare_exchange_strong(&race.err, &none, what);
+}
+
+static bool race_at_store(uint64_t off)
+{
+	return race.at == AT_STORE && off == race.off &&
+	       atomic_load(&race.armed);
+}
+
+/* Wait until the runtime's descriptor has a message: the event. */
+static bool event_queued(double seconds)
+{
+	struct pollfd p = { .fd = vmr_uffd_fd(uffd), .events = POLLIN };
+	double end = vmr_test_now() + seconds;
+
+	do {
+		p.revents = 0;
+		if (poll(&p, 1, 10) > 0 && (p.revents & POLLIN))
+			return true;
+	} while (vmr_test_now() < end);
+	return false;
+}
+
+/* Whether the write hold that detached @r is over. */
+static bool detach_done(const struct vmr_region *r)
+{
+	return atomic_load(&r->detached) &&
+	       atomic_load(&r->write_seq) != atomic_load(&space->lock.seq);
+}
+
+static void fire_event(void)
+{
+	const struct rcu_flavor_struct *flavor = vmr_space_flavor(space);
+	struct actor *a = race.actor;
+	struct vmr_region *r;
+	bool ok;
+
+	/* The region, kept valid by the read-side section until the wait
+	 * for its detach is over (no grace period is waited for by anyone
+	 * this section could block). */
+	vmr_rcu_read_lock(flavor);
+	r = vmr_tree_lookup(space->tree, race.addr, NULL);
+	atomic_store(&a->go, true);
+	if (race.mode == PENDING) {
+		if (!event_queued(INJECT_S))
+			race_error("the event never reached the queue");
+		vmr_rcu_read_unlock(flavor);
+		return;
+	}
+	VMR_WAIT_FOR(ok, atomic_load(&a->done), INJECT_S);
+	if (!ok)
+		race_error("the event was never read");
+	if (ok && !race.lock_held && a->ev != EV_FORK) {
+		VMR_WAIT_FOR(ok, !r || detach_done(r), INJECT_S);
+		if (!ok)
+			race_error("the event was read and never applied");
+	}
+	vmr_rcu_read_unlock(flavor);
+}
+
+static void fire_park(void)
+{
+	bool ok;
+
+	atomic_store(&race.actor->go, true);
+	if (!event_queued(INJECT_S))
+		race_error("the event never reached the queue");
+	atomic_store(&race.returned, false);
+	VMR_WAIT_FOR(ok, vmr_space_is_shut_down(space), DEADLINE_S);
+	if (!ok)
+		race_error("the runtime was never shut down");
+}
+
+static void fire_coalesce(void)
+{
+	bool ok;
+
+	VMR_WAIT_FOR(ok, atomic_load(&race.dup_waiting), INJECT_S);
+	if (!ok)
+		race_error("the duplicate fault never waited for the page");
+	atomic_store(&race.copy_err, copy_marker(race.addr, true));
+}
+
+static void race_fire(void)
+{
+	if (!atomic_exchange(&race.armed, false))
+		return;
+	atomic_store(&race.fired, true);
+	switch (race.action) {
+	case DO_EVENT:
+		fire_event();
+		break;
+	case DO_EEXIST:
+		atomic_store(&race.copy_err,
+			     copy_marker(race.addr, race.dontwake));
+		break;
+	case DO_PARK:
+		fire_park();
+		break;
+	case DO_COALESCE:
+		fire_coalesce();
+		break;
+	}
+	atomic_store(&race.returned, true);
+}
+
+/*
+ * The event's application, held (on the other handler thread) until the
+ * injection has gone back to its fault and the fault's ioctl has had the
+ * time to run: at most HOLD_S after, or as soon as the faulter wakes.
+ */
+static void hold_event(void)
+{
+	bool ok;
+
+	if (!atomic_exchange(&race.hold_events, false))
+		return;
+	VMR_WAIT_FOR(ok, atomic_load(&race.returned), INJECT_S);
+	if (!ok) {
+		race_error("the held event's fault never went on");
+		return;
+	}
+	VMR_WAIT_FOR(ok, atomic_load(&race_faulter_done), HOLD_S);
+	atomic_store(&race.events_held, true);
+}
+
+static void race_hook(enum vmr_debug_point point, uintptr_t addr, void *arg)
+{
+	(void)arg;
+	if (point == VMR_DP_UFFD_EVENT) {
+		hold_event();
+		return;
+	}
+	if (point == VMR_DP_PAGE_WAIT && race.action == DO_COALESCE &&
+	    addr == race.index && atomic_load(&race.fired))
+		atomic_store(&race.dup_waiting, true);
+	if (race.at != AT_STORE && point == at_points[race.at] &&
+	    addr == race.addr && atomic_load(&race.armed))
+		race_fire();
+}
+
+/* Arm the race: the fault on page @i of @a, at @at. */
+static void arm(enum at at, enum action action, const struct area *a,
+		size_t i)
+{
+	race.at = at;
+	race.action = action;
+	race.addr = page_addr(a, i);
+	race.off = page_off(a, i);
+	race.index = i;
+	if (at != AT_STORE || action == DO_COALESCE)
+		ck_assert_int_eq(vmr_debug_set(race_hook, NULL), 0);
+	else if (vmr_debug_points_built())
+		/* The event hold still helps where there is one. */
+		ck_assert_int_eq(vmr_debug_set(race_hook, NULL), 0);
+	atomic_store(&race.armed, true);
+}
+
+static void assert_race_ran(void)
+{
+	const char *err = atomic_load(&race.err);
+
+	ck_assert_msg(atomic_load(&race.fired),
+		      "the injection at %s never ran", at_names[race.at]);
+	ck_assert_msg(!err, "the injection at %s: %s", at_names[race.at], err);
+}
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static void setup(void)
+{
+	urcu_memb_register_thread();
+	pg = (size_t)sysconf(_SC_PAGESIZE);
+	memset(&store, 0, sizeof(store));
+	atomic_init(&store.reads, 0);
+	memset(&race, 0, sizeof(race));
+	atomic_init(&race.armed, false);
+	atomic_init(&race.fired, false);
+	atomic_init(&race.returned, false);
+	atomic_init(&race.hold_events, false);
+	atomic_init(&race.events_held, false);
+	atomic_init(&race.dup_waiting, false);
+	atomic_init(&race.copy_err, 0);
+	atomic_init(&race.err, NULL);
+	atomic_init(&race_faulter_done, false);
+	nr_maps = 0;
+	space = NULL;
+	uffd = NULL;
+	catch_signals();
+}
+
+static void destroy_runtime(void);
+
+static void teardown(void)
+{
+	if (vmr_debug_points_built())
+		vmr_debug_set(NULL, NULL);
+	atomic_store(&race.armed, false);
+	destroy_runtime();
+	/* Nothing of the runtime's is left in flight on the space. */
+	ck_assert_int_eq(vmr_space_destroy(space), 0);
+	space = NULL;
+	for (size_t i = 0; i < nr_maps; i++)
+		if (maps[i].len)
+			munmap(maps[i].addr, maps[i].len);
+	nr_maps = 0;
+	urcu_memb_unregister_thread();
+}
+
+/* ---- an event at each point of a fault ------------------------------------ */
+
+/* _i: the point, the event, the mode, the policy, slowest last. */
+#define EVENT_CASES (NR_AT * NR_EV * NR_MODES * NR_POLICIES)
+
+START_TEST(test_an_event_at_each_point_of_a_fault_leaves_every_page_right)
+{
+	const enum at at = (enum at)(_i % NR_AT);
+	const enum event ev = (enum event)(_i / NR_AT % NR_EV);
+	const enum mode mode = (enum mode)(_i / (NR_AT * NR_EV) % NR_MODES);
+	const enum vmr_retry_policy policy =
+		policies[_i / (NR_AT * NR_EV * NR_MODES)];
+	const bool held = lock_held_at(at, policy);
+	struct vmr_uffd_stats u;
+	struct vmr_stats s;
+	struct toucher t;
+	struct actor act;
+	struct area a, moved;
+	void *dest = NULL;
+	enum view v;
+	uint64_t off;
+
+	if (at != AT_STORE && !need_debug_points(__func__))
+		return;
+	if (!open_runtime(policy, mode == PENDING ? 1 : 3, __func__))
+		return;
+	if (ev == EV_FORK && !need_fork_events(__func__))
+		return;
+	fprintf(stderr, "%s: %s at %s, %s, policy %d\n", __func__,
+		ev_names[ev], at_names[at], mode_names[mode], (int)policy);
+	a = new_area(PAGES, 1000 + (uint64_t)_i * 2 * PAGES);
+	if (ev == EV_REMAP)
+		dest = map_memory(PAGES, PROT_NONE);
+	start_actor(&act, ev, &a, dest);
+	race.mode = mode;
+	race.lock_held = held;
+	race.actor = &act;
+	race.faulter = &t;
+	/* Where the fault holds its lock, the event's application waits
+	 * for it: hold it longer still, so the fault's ioctl surely runs
+	 * between the event's read and its application. */
+	if (mode == RACING && held && vmr_debug_points_built())
+		atomic_store(&race.hold_events, true);
+	arm(at, DO_EVENT, &a, TARGET);
+	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
+	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
+	assert_race_ran();
+	ck_assert_msg(!act.ret, "the %s failed: %s", ev_names[ev],
+		      strerror(act.ret));
+	if (ev == EV_REMAP && !act.plugged)
+		forget_memory(a.base);
+	u = settled_ustats();
+	s = sstats();
+
+	/* What the faulter saw. */
+	switch (ev) {
+	case EV_REMOVE:
+		/* Removed before it was resolved: the page is zero now,
+		 * never the store's contents from before the REMOVE. */
+		ck_assert_msg(t.view == VIEW_ZERO,
+			      "the faulter read %s after its page was removed",
+			      view_names[t.view]);
+		break;
+	case EV_UNMAP:
+		ck_assert_msg(t.view == VIEW_SIGSEGV,
+			      "the faulter got %s after its page was unmapped",
+			      view_names[t.view]);
+		break;
+	case EV_REMAP:
+		if (act.plugged)
+			ck_assert_msg(t.view == VIEW_SIGSEGV,
+				      "the faulter got %s at the address its "
+				      "page moved away from",
+				      view_names[t.view]);
+		break;
+	case EV_FORK:
+		ck_assert_msg(t.view == VIEW_STORE,
+			      "the parent's faulter read %s across a fork",
+			      view_names[t.view]);
+		break;
+	default:
+		break;
+	}
+
+	/* The counters: the event applied once, and the race was hit. */
+	ck_assert_uint_eq(u.poisoned, 0);
+	switch (ev) {
+	case EV_REMOVE:
+		ck_assert_uint_eq(u.events_remove, 1);
+		break;
+	case EV_UNMAP:
+		ck_assert_uint_eq(u.events_unmap, 1);
+		break;
+	case EV_REMAP:
+		ck_assert_uint_eq(u.events_remap, 1);
+		break;
+	default:
+		ck_assert_uint_eq(u.events_fork, 1);
+		break;
+	}
+	ck_assert_msg(u.copies == (ev == EV_FORK),
+		      "%llu pages installed (the parent's fault %s)",
+		      (unsigned long long)u.copies,
+		      ev == EV_FORK ? "must be, once" : "must not be");
+	if (mode == PENDING) {
+		/* The install met the queued event's EAGAIN and retried. */
+		ck_assert_msg(u.eagain >= 1, "no EAGAIN: the race was missed");
+	} else if (ev != EV_FORK && !held) {
+		/* The fault went on against the changed space. */
+		if (at == AT_LOOKUP)
+			ck_assert_msg(s.vma_lock_miss >= 1,
+				      "the range lock never missed its region");
+		else
+			ck_assert_msg(s.result_sigsegv >= 1,
+				      "the fault found its region still there");
+		ck_assert_uint_ge(u.enoent, 1);
+	} else if (ev != EV_FORK) {
+		/* The ioctl found the range gone or changing. */
+		ck_assert_uint_ge(u.enoent + u.eagain, 1);
+		if (vmr_debug_points_built())
+			ck_assert(atomic_load(&race.events_held));
+	}
+
+	/* What the pages hold now. */
+	switch (ev) {
+	case EV_REMOVE:
+		ck_assert(!region_at(page_addr(&a, TARGET), NULL));
+		v = look_from_thread(page_addr(&a, TARGET), page_off(&a, TARGET));
+		ck_assert_msg(v == VIEW_ZERO,
+			      "a removed page reads %s afterwards",
+			      view_names[v]);
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, 0),
+						   page_off(&a, 0)),
+				  VIEW_STORE);
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, PAGES - 1),
+						   page_off(&a, PAGES - 1)),
+				  VIEW_STORE);
+		break;
+	case EV_UNMAP:
+		ck_assert(!region_at(page_addr(&a, TARGET), NULL));
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, TARGET),
+						   page_off(&a, TARGET)),
+				  VIEW_SIGSEGV);
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, PAGES - 1),
+						   page_off(&a, PAGES - 1)),
+				  VIEW_STORE);
+		break;
+	case EV_REMAP:
+		moved = a;
+		moved.base = dest;
+		ck_assert(!region_at(page_addr(&a, TARGET), NULL));
+		ck_assert(region_at(page_addr(&moved, TARGET), &off));
+		ck_assert_uint_eq(off, page_off(&a, TARGET));
+		/* Every page at its new place reads its own contents. */
+		for (size_t i = 0; i < PAGES; i++) {
+			v = look_from_thread(page_addr(&moved, i),
+					     page_off(&moved, i));
+			ck_assert_msg(v == VIEW_STORE,
+				      "moved page %zu reads %s", i,
+				      view_names[v]);
+		}
+		break;
+	case EV_FORK:
+		assert_child_read_right(wait_child(act.child));
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, TARGET),
+						   page_off(&a, TARGET)),
+				  VIEW_STORE);
+		break;
+	default:
+		break;
+	}
+}
+END_TEST
+
+/* ---- EEXIST at each point ----------------------------------------------- */
+
+/*
+ * The page is installed behind the runtime's back (UFFDIO_COPY of a
+ * MARKER on its descriptor) at each point of the fault: the runtime's own
+ * install finds it (EEXIST) and must wake the faulter, which is the only
+ * wake where the second install did not wake (DONTWAKE).  _i: the point,
+ * DONTWAKE or not, the policy (RETRY_VMA or HOLD_IO).
+ */
+START_TEST(test_a_page_installed_at_each_point_of_a_fault_is_eexist_and_woken)
+{
+	const enum at at = (enum at)(_i % NR_AT);
+	const bool dontwake = _i / NR_AT % 2;
+	const enum vmr_retry_policy policy =
+		_i / (2 * NR_AT) ? VMR_HOLD_IO : VMR_RETRY_VMA;
+	struct vmr_uffd_stats u;
+	struct toucher t;
+	struct area a;
+
+	if (at != AT_STORE && !need_debug_points(__func__))
+		return;
+	if (!open_runtime(policy, 1, __func__))
+		return;
+	a = new_area(PAGES, 5000 + (uint64_t)_i * PAGES);
+	race.dontwake = dontwake;
+	arm(at, DO_EEXIST, &a, TARGET);
+	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
+	assert_race_ran();
+	ck_assert_int_eq(atomic_load(&race.copy_err), 0);
+	ck_assert_msg(t.view == VIEW_MARKER, "the faulter read %s",
+		      view_names[t.view]);
+	u = settled_ustats();
+	ck_assert_uint_eq(u.eexist, 1);
+	ck_assert_uint_eq(u.copies, 0);
+	ck_assert_uint_eq(u.poisoned, 0);
+	ck_assert_uint_ge(u.wakes, 1);
+	/* The page stays the second installer's; the others are served. */
+	for (size_t i = 0; i < PAGES; i++)
+		ck_assert_uint_eq(look_from_thread(page_addr(&a, i),
+						   page_off(&a, i)),
+				  i == TARGET ? VIEW_MARKER : VIEW_STORE);
+}
+END_TEST
+
+/*
+ * Two faults on one page, two handler threads: the first is held at
+ * resolve until the second waits for the page's lock; then the page is
+ * installed behind the runtime's back without a wake.  The first install
+ * finds it (EEXIST, wake), the second fault finds the page up to date
+ * (coalesced, wake): both faulters return with the MARKER, and the store
+ * was read once.
+ */
+START_TEST(test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken)
+{
+	struct vmr_uffd_stats u;
+	struct toucher t[2];
+	struct area a;
+	bool ok;
+
+	if (!need_debug_points(__func__))
+		return;
+	if (!open_runtime(VMR_HOLD_IO, 2, __func__))
+		return;
+	a = new_area(PAGES, 9000);
+	arm(AT_RESOLVE, DO_COALESCE, &a, TARGET);
+	start_toucher(&t[0], page_addr(&a, TARGET), page_off(&a, TARGET));
+	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
+	ck_assert_msg(ok, "the first fault never reached resolve");
+	start_toucher(&t[1], page_addr(&a, TARGET), page_off(&a, TARGET));
+	join_faulter(&t[0], a.base, PAGES * pg, DEADLINE_S);
+	join_faulter(&t[1], a.base, PAGES * pg, DEADLINE_S);
+	assert_race_ran();
+	ck_assert_int_eq(atomic_load(&race.copy_err), 0);
+	ck_assert_uint_eq(t[0].view, VIEW_MARKER);
+	ck_assert_uint_eq(t[1].view, VIEW_MARKER);
+	u = settled_ustats();
+	ck_assert_uint_eq(u.eexist, 1);
+	ck_assert_uint_eq(u.coalesced, 1);
+	ck_assert_uint_eq(u.copies, 0);
+	ck_assert_uint_eq(atomic_load(&store.reads), 1);
+}
+END_TEST
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+/* vmr_uffd_destroy() on another thread, which may take the time it needs. */
+struct destroyer {
+	pthread_t thread;
+	struct vmr_uffd *u;
+	int ret;
+};
+
+static void *destroyer_main(void *arg)
+{
+	struct destroyer *d = arg;
+
+	urcu_memb_register_thread();
+	d->ret = vmr_uffd_destroy(d->u);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void start_destroy(struct destroyer *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->u = uffd;
+	ck_assert_int_eq(pthread_create(&d->thread, NULL, destroyer_main, d),
+			 0);
+}
+
+static void join_destroy(struct destroyer *d, double seconds)
+{
+	int err = vmr_test_join(d->thread, seconds);
+
+	ck_assert_msg(!err, "vmr_uffd_destroy() still running after %.1f s",
+		      seconds);
+	ck_assert_int_eq(d->ret, 0);
+	uffd = NULL;
+}
+
+/* The teardown's destroy, bounded too: a hang fails the test. */
+static void destroy_runtime(void)
+{
+	struct destroyer d;
+
+	if (!uffd)
+		return;
+	start_destroy(&d);
+	join_destroy(&d, DESTROY_S);
+}
+
+/*
+ * The only handler thread is parked at a point of a fault, with a REMOVE
+ * of the fault's page queued behind it, when the runtime is destroyed:
+ * destroy returns, the faulter returns (the page zero: removed, and plain
+ * memory once the runtime is gone), and so does the madvise() that caused
+ * the event (its message is read, or the descriptor closed).  _i: the
+ * point, the policy (RETRY_VMA or HOLD_IO).
+ */
+START_TEST(test_destroy_with_a_fault_parked_and_an_event_queued_ends_both)
+{
+	const enum at at = (enum at)(_i % NR_AT);
+	const enum vmr_retry_policy policy =
+		_i / NR_AT ? VMR_HOLD_IO : VMR_RETRY_VMA;
+	struct destroyer d;
+	struct toucher t;
+	struct actor act;
+	struct area a;
+	bool ok;
+
+	if (at != AT_STORE && !need_debug_points(__func__))
+		return;
+	if (!open_runtime(policy, 1, __func__))
+		return;
+	a = new_area(PAGES, 12000 + (uint64_t)_i * PAGES);
+	start_actor(&act, EV_REMOVE, &a, NULL);
+	race.actor = &act;
+	race.faulter = &t;
+	arm(at, DO_PARK, &a, TARGET);
+	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
+	ck_assert_msg(ok, "the fault never reached %s", at_names[at]);
+	/* Parked, and the event queued (or the injection says why not). */
+	VMR_WAIT_FOR(ok, event_queued(0) || atomic_load(&race.err),
+		     DEADLINE_S);
+	ck_assert_msg(ok, "the REMOVE never reached the queue");
+	start_destroy(&d);
+	join_destroy(&d, DESTROY_S);
+	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
+	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
+	assert_race_ran();
+	ck_assert_int_eq(act.ret, 0);
+	ck_assert_msg(t.view == VIEW_ZERO, "the faulter read %s",
+		      view_names[t.view]);
+	ck_assert_int_eq(vmr_space_destroy(space), 0);
+	space = NULL;
+}
+END_TEST
+
+/* A fault storm: touchers over many pages, each in its own order. */
+#define STORM_AREAS 2
+#define STORM_PAGES 512
+#define STORM_TOUCHERS 8
+
+struct stormer {
+	pthread_t thread;
+	struct area *areas;
+	uint64_t seed;
+	atomic_bool *stop;
+	atomic_uchar *removed; /* per page of area 0: removed once */
+	uint64_t views[NR_VIEWS];
+	uint64_t wrong; /* views the page may not show */
+	uintptr_t wrong_addr;
+	enum view wrong_view;
+};
+
+/* Whether page @i of area @k may read @v: its contents, or zero where the
+ * runtime may be gone; store and zero only where it was removed. */
+static bool storm_allowed(const struct stormer *s, size_t k, size_t i,
+			  enum view v)
+{
+	bool removed = k == 0 && s->removed && atomic_load(&s->removed[i]);
+
+	return v == VIEW_STORE || v == VIEW_ZERO ||
+	       (v == VIEW_MIXED && removed);
+}
+
+static void *stormer_main(void *arg)
+{
+	struct stormer *s = arg;
+	struct vmr_rng rng;
+
+	vmr_rng_init(&rng, s->seed);
+	do {
+		for (size_t n = 0; n < STORM_AREAS * STORM_PAGES; n++) {
+			size_t k = vmr_rng_below(&rng, STORM_AREAS);
+			size_t i = vmr_rng_below(&rng, STORM_PAGES);
+			enum view v = look(page_addr(&s->areas[k], i),
+					   page_off(&s->areas[k], i), n & 1);
+
+			s->views[v]++;
+			if (!storm_allowed(s, k, i, v) && !s->wrong++) {
+				s->wrong_addr = page_addr(&s->areas[k], i);
+				s->wrong_view = v;
+			}
+		}
+	} while (!atomic_load(s->stop));
+	return NULL;
+}
+
+static void start_storm(struct stormer *s, struct area *areas,
+			atomic_bool *stop, atomic_uchar *removed)
+{
+	for (size_t n = 0; n < STORM_TOUCHERS; n++) {
+		memset(&s[n], 0, sizeof(s[n]));
+		s[n].areas = areas;
+		s[n].seed = vmr_test_seed() * 31 + n;
+		s[n].stop = stop;
+		s[n].removed = removed;
+		ck_assert_int_eq(pthread_create(&s[n].thread, NULL,
+						stormer_main, &s[n]),
+				 0);
+	}
+}
+
+/* Join the storm within @seconds; every view it saw was allowed. */
+static uint64_t join_storm(struct stormer *s, double seconds, uint64_t *zero)
+{
+	double end = vmr_test_now() + seconds;
+	uint64_t total = 0;
+
+	*zero = 0;
+	for (size_t n = 0; n < STORM_TOUCHERS; n++) {
+		int err = vmr_test_join(s[n].thread, end - vmr_test_now());
+
+		ck_assert_msg(!err,
+			      "storm toucher %zu still faulting after %.0f s: "
+			      "a fault was never ended",
+			      n, seconds);
+		ck_assert_msg(!s[n].wrong,
+			      "%llu pages read wrong; the first, at %#lx, "
+			      "read %s",
+			      (unsigned long long)s[n].wrong,
+			      (unsigned long)s[n].wrong_addr,
+			      view_names[s[n].wrong_view]);
+		for (int v = 0; v < NR_VIEWS; v++)
+			total += s[n].views[v];
+		*zero += s[n].views[VIEW_ZERO];
+	}
+	return total;
+}
+
+/* Removes random ranges of area 0 until told to stop; marks them first. */
+struct remover {
+	pthread_t thread;
+	struct area *a;
+	atomic_uchar *removed;
+	uint64_t seed;
+	atomic_bool *stop;
+	unsigned int rounds, failed;
+};
+
+static void *remover_main(void *arg)
+{
+	struct remover *r = arg;
+	struct vmr_rng rng;
+
+	vmr_rng_init(&rng, r->seed);
+	while (!atomic_load(r->stop)) {
+		size_t len = 1 + vmr_rng_below(&rng, 16);
+		size_t first = vmr_rng_below(&rng, r->a->pages - len + 1);
+
+		for (size_t i = first; i < first + len; i++)
+			atomic_store(&r->removed[i], 1);
+		if (madvise(r->a->base + first * pg, len * pg, MADV_DONTNEED))
+			r->failed++;
+		r->rounds++;
+		vmr_test_sleep(0.001);
+	}
+	return NULL;
+}
+
+/* Forks children that each touch every page of area 1 until told to
+ * stop; a child's status is 0 if every page read its contents or zero. */
+struct forker {
+	pthread_t thread;
+	struct area *a;
+	atomic_bool *stop;
+	unsigned int forks, bad;
+	int bad_status;
+};
+
+static int child_touch_storm(const struct area *a)
+{
+	for (size_t i = 0; i < a->pages; i++) {
+		enum view v = look(page_addr(a, i), page_off(a, i), i & 1);
+
+		if (v != VIEW_STORE && v != VIEW_ZERO)
+			return 10 + (int)v;
+	}
+	return 0;
+}
+
+static void *forker_main(void *arg)
+{
+	struct forker *f = arg;
+
+	while (!atomic_load(f->stop)) {
+		double end = vmr_test_now() + DEADLINE_S;
+		int status = 0;
+		pid_t pid = fork(), w;
+
+		if (pid == 0)
+			_exit(child_touch_storm(f->a));
+		if (pid < 0) {
+			f->bad++;
+			break;
+		}
+		f->forks++;
+		while ((w = waitpid(pid, &status, WNOHANG)) == 0 &&
+		       vmr_test_now() < end)
+			vmr_test_sleep(0.001);
+		if (w == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			status = -1;
+		}
+		if (status && !f->bad++)
+			f->bad_status = status;
+		vmr_test_sleep(0.005);
+	}
+	return NULL;
+}
+
+/*
+ * Many threads fault over many pages of a slow store while another thread
+ * removes ranges and another forks children that fault too; the runtime
+ * is destroyed in the middle: destroy returns within its bound, every
+ * faulter and every madvise() and fork() returns, each page read its
+ * contents or zero (store and zero only where removed), each child read
+ * right.  Under policies[_i].
+ */
+START_TEST(test_destroy_during_a_storm_of_faults_and_events_ends_them_all)
+{
+	struct stormer s[STORM_TOUCHERS];
+	struct area areas[STORM_AREAS];
+	atomic_uchar *removed;
+	atomic_bool stop;
+	struct remover rm;
+	struct forker fk;
+	struct destroyer d;
+	uint64_t total, zero;
+	bool forks;
+
+	if (!open_runtime(policies[_i], 2, __func__))
+		return;
+	forks = (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK) &&
+		!VMR_TEST_TSAN;
+	store.delay_us = 200;
+	for (size_t k = 0; k < STORM_AREAS; k++)
+		areas[k] = new_area(STORM_PAGES, 20000 + k * 2 * STORM_PAGES);
+	removed = calloc(STORM_PAGES, sizeof(*removed));
+	ck_assert_ptr_nonnull(removed);
+	atomic_init(&stop, false);
+	start_storm(s, areas, &stop, removed);
+	rm = (struct remover){ .a = &areas[0], .removed = removed,
+			       .seed = vmr_test_seed(), .stop = &stop };
+	ck_assert_int_eq(pthread_create(&rm.thread, NULL, remover_main, &rm),
+			 0);
+	fk = (struct forker){ .a = &areas[1], .stop = &stop };
+	if (forks)
+		ck_assert_int_eq(pthread_create(&fk.thread, NULL, forker_main,
+						&fk),
+				 0);
+	vmr_test_sleep(0.15);
+	start_destroy(&d);
+	join_destroy(&d, DESTROY_S);
+	atomic_store(&stop, true);
+	total = join_storm(s, DEADLINE_S, &zero);
+	ck_assert_int_eq(vmr_test_join(rm.thread, DEADLINE_S), 0);
+	ck_assert_uint_eq(rm.failed, 0);
+	ck_assert_uint_gt(rm.rounds, 0);
+	if (forks) {
+		ck_assert_int_eq(vmr_test_join(fk.thread, 2 * DEADLINE_S), 0);
+		ck_assert_msg(!fk.bad, "%u children read wrong (status %#x)",
+			      fk.bad, fk.bad_status);
+		ck_assert_uint_gt(fk.forks, 0);
+	}
+	ck_assert_uint_ge(total, STORM_TOUCHERS * STORM_AREAS * STORM_PAGES);
+	/* Afterwards every page is plain memory: the storm saw zeroes. */
+	ck_assert_uint_gt(zero, 0);
+	free(removed);
+	ck_assert_int_eq(vmr_space_destroy(space), 0);
+	space = NULL;
+}
+END_TEST
+
+/*
+ * vmr_space_shutdown() in the middle of a storm: faults in flight end
+ * unfinished, their faulters are woken and fault again; no thread of the
+ * runtime hangs, and vmr_uffd_destroy() afterwards returns and ends every
+ * fault (the pages are plain memory then).  Under policies[_i].
+ */
+START_TEST(test_shutdown_during_a_fault_storm_then_destroy_ends_every_fault)
+{
+	struct stormer s[STORM_TOUCHERS];
+	struct area areas[STORM_AREAS];
+	atomic_bool stop;
+	struct destroyer d;
+	struct vmr_stats st;
+	uint64_t total, zero, faults;
+	bool ok;
+
+	if (!open_runtime(policies[_i], 2, __func__))
+		return;
+	store.delay_us = 200;
+	for (size_t k = 0; k < STORM_AREAS; k++)
+		areas[k] = new_area(STORM_PAGES, 40000 + k * 2 * STORM_PAGES);
+	atomic_init(&stop, false);
+	start_storm(s, areas, &stop, NULL);
+	vmr_test_sleep(0.1);
+	ck_assert_int_eq(vmr_space_shutdown(space), 0);
+	/* The handlers still answer every message: faults keep ending,
+	 * unfinished, and the faulters fault again. */
+	faults = sstats().faults;
+	VMR_WAIT_FOR(ok, sstats().result_unfinished > 0 &&
+				 sstats().faults > faults + 8,
+		     DEADLINE_S);
+	ck_assert_msg(ok, "after shutdown the handlers stopped answering");
+	start_destroy(&d);
+	join_destroy(&d, DESTROY_S);
+	atomic_store(&stop, true);
+	total = join_storm(s, DEADLINE_S, &zero);
+	ck_assert_uint_ge(total, STORM_TOUCHERS * STORM_AREAS * STORM_PAGES);
+	ck_assert_uint_gt(zero, 0);
+	st = sstats();
+	ck_assert_uint_gt(st.result_unfinished, 0);
+	ck_assert_uint_eq(st.bad_results, 0);
+	ck_assert_int_eq(vmr_space_destroy(space), 0);
+	space = NULL;
+}
+END_TEST
+
+/* ---- the suite ---------------------------------------------------------- */
+
+static TCase *add_tcase(Suite *s, const char *name, double timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, timeout);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
+static Suite *uffd_race_suite(void)
+{
+	Suite *s = suite_create("uffd_race");
+	TCase *tc;
+
+	tc = add_tcase(s, "an event at each point of a fault", 60);
+	tcase_add_loop_test(
+		tc, test_an_event_at_each_point_of_a_fault_leaves_every_page_right,
+		0, EVENT_CASES);
+
+	tc = add_tcase(s, "EEXIST at each point of a fault", 60);
+	tcase_add_loop_test(
+		tc,
+		test_a_page_installed_at_each_point_of_a_fault_is_eexist_and_woken,
+		0, NR_AT * 2 * 2);
+	tcase_add_test(
+		tc, test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken);
+
+	tc = add_tcase(s, "shutdown", 60);
+	tcase_add_loop_test(
+		tc, test_destroy_with_a_fault_parked_and_an_event_queued_ends_both,
+		0, NR_AT * 2);
+	tcase_add_loop_test(
+		tc, test_destroy_during_a_storm_of_faults_and_events_ends_them_all,
+		0, NR_POLICIES);
+	tcase_add_loop_test(
+		tc, test_shutdown_during_a_fault_storm_then_destroy_ends_every_fault,
+		0, NR_POLICIES);
+	return s;
+}
+
+int main(void)
+{
+	return vmr_test_run(uffd_race_suite());
+}
