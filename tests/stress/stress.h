@@ -19,8 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A call that has not returned after this long is a hang. */
-#define STRESS_STUCK_S 10.0
+/* A call that has not returned after this long is a hang: 10 s, or a
+ * minute under valgrind, which runs one thread at a time some fifty times
+ * slower and can leave a runnable thread unscheduled for seconds. */
+#define STRESS_STUCK_S (stress_opts.valgrind ? 60.0 : 10.0)
 
 struct stress_opts {
 	double seconds;     /* run length */
