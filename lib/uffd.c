@@ -21,6 +21,16 @@
  * only for faults that hold range locks, which no waiting thread does: no
  * deadlock.
  *
+ * Installs and reads.  The kernel refuses an install (EAGAIN) only while an
+ * event is unread; once a REMOVE is read, madvise() zaps the range at once,
+ * and a copy landing before the event is applied would leave stale data in
+ * discarded memory.  So an install holds install_lock shared and proceeds
+ * only if every event read so far is applied (else it is deferred, as for
+ * EAGAIN), and read() takes it exclusive.  The exclusive holder holds only
+ * the read mutex and waits only for installs in progress; an install waits
+ * for nothing the reader holds (UFFDIO_COPY takes the mmap lock, which no
+ * event holds while it waits to be read): no deadlock.
+ *
  * Events change the space with the ordinary update calls, under its write
  * lock, which waits for the faults installing pages in the range:
  *   REMOVE (MADV_DONTNEED/REMOVE): unregister the range (the kernel then
@@ -36,7 +46,8 @@
  * A fault.  Each page-fault message becomes vmr_handle_fault() on the
  * space; the region's handler (uffd_fault()) takes the page's lock in the
  * mapping's page map (so duplicate messages for a page coalesce: the second
- * waits for the first, finds the page installed and only wakes), reads the
+ * waits for the first, finds the page installed and only wakes; on its
+ * last attempt it does not wait, see uffd_fault()), reads the
  * store into the handler thread's page buffer (releasing the fault's lock
  * first if the policy says so, and then returning the retry the engine
  * asked for: the buffer, kept in the fault's persistent descriptor, is
