@@ -353,13 +353,13 @@ int main(int argc, char **argv)
 			 */
 			static const unsigned int one_in[] = { 2, 8, 16, 64 };
 			static const unsigned int sleep_us[] = { 5, 50, 200 };
-			struct stress_rng rng;
+			struct vmr_rng rng;
 			unsigned int n, us;
 			int err;
 
-			stress_rng_init(&rng, stress_opts.seed ^ 0x9e1d);
-			n = one_in[stress_rng_below(&rng, 4)];
-			us = sleep_us[stress_rng_below(&rng, 3)];
+			vmr_rng_init(&rng, stress_opts.seed ^ 0x9e1d);
+			n = one_in[vmr_rng_below(&rng, 4)];
+			us = sleep_us[vmr_rng_below(&rng, 3)];
 			printf("stress: yield at every debug point, one time "
 			       "in %u, sleeps up to %u us\n", n, us);
 			err = vmr_debug_yield((1u << VMR_DEBUG_POINTS_NR) - 1,

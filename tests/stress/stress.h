@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmr_rng.h"
+
 /* A call that has not returned after this long is a hang: 10 s, or a
  * minute under valgrind, which runs one thread at a time some fifty times
  * slower and can leave a runnable thread unscheduled for seconds. */
@@ -40,32 +42,6 @@ extern struct stress_opts stress_opts;
 /* Monotonic clock in seconds. */
 double stress_now(void);
 void stress_sleep(double seconds);
-
-/* xorshift64*: each thread owns one. */
-struct stress_rng {
-	uint64_t s;
-};
-
-static inline void stress_rng_init(struct stress_rng *r, uint64_t seed)
-{
-	r->s = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
-	if (!r->s)
-		r->s = 1;
-}
-
-static inline uint64_t stress_rng_next(struct stress_rng *r)
-{
-	r->s ^= r->s >> 12;
-	r->s ^= r->s << 25;
-	r->s ^= r->s >> 27;
-	return r->s * 0x2545f4914f6cdd1dull;
-}
-
-/* Uniform in [0, n), n > 0. */
-static inline uint64_t stress_rng_below(struct stress_rng *r, uint64_t n)
-{
-	return stress_rng_next(r) % n;
-}
 
 /* Record a broken invariant (any thread); the first message is kept. */
 void stress_violation(const char *fmt, ...)

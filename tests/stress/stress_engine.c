@@ -130,12 +130,12 @@ static void classify(struct round *R, vmr_fault_t res, unsigned int flags,
 }
 
 /* One fault at a random address with random flags, recorded. */
-static void fault_once(struct round *R, struct stress_rng *rng,
+static void fault_once(struct round *R, struct vmr_rng *rng,
 		       struct stress_beat *beat)
 {
-	uintptr_t a = BASE + stress_rng_below(rng, (uint64_t)NP * PG);
+	uintptr_t a = BASE + vmr_rng_below(rng, (uint64_t)NP * PG);
 	unsigned int f = VMR_FAULT_FLAG_DEFAULT | VMR_FAULT_FLAG_USER;
-	uint64_t dice = stress_rng_next(rng);
+	uint64_t dice = vmr_rng_next(rng);
 	vmr_fault_t res = 0;
 	int err;
 
@@ -167,9 +167,9 @@ static void *fault_main(void *arg)
 {
 	struct thread *t = arg;
 	struct round *R = t->round;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, t->seed);
+	vmr_rng_init(&rng, t->seed);
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&R->stop, memory_order_relaxed))
 		fault_once(R, &rng, &t->beat);
@@ -193,9 +193,9 @@ struct child {
 static void *child_main(void *arg)
 {
 	struct child *c = arg;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, c->seed);
+	vmr_rng_init(&rng, c->seed);
 	urcu_memb_register_thread();
 	for (unsigned int i = 0; i < c->faults &&
 	     !atomic_load_explicit(&c->R->stop, memory_order_relaxed); i++)
@@ -209,15 +209,15 @@ static void *churn_main(void *arg)
 	struct thread *t = arg;
 	struct round *R = t->round;
 	struct stress_beat child_beat;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, t->seed);
+	vmr_rng_init(&rng, t->seed);
 	stress_beat_register(&child_beat, "churned fault thread", t->id);
 	while (!atomic_load_explicit(&R->stop, memory_order_relaxed)) {
 		struct child c = {
 			.R = R,
-			.seed = stress_rng_next(&rng),
-			.faults = 1 + (unsigned int)stress_rng_below(&rng, 200),
+			.seed = vmr_rng_next(&rng),
+			.faults = 1 + (unsigned int)vmr_rng_below(&rng, 200),
 			.beat = &child_beat,
 		};
 		pthread_t tid;
@@ -248,10 +248,10 @@ static struct stress_beat veteran_beat;
 
 static void *veteran_main(void *arg)
 {
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
 	(void)arg;
-	stress_rng_init(&rng, stress_opts.seed ^ 0x7e7e);
+	vmr_rng_init(&rng, stress_opts.seed ^ 0x7e7e);
 	urcu_memb_register_thread();
 	while (!atomic_load(&veteran_exit)) {
 		struct round *R = atomic_load(&veteran_round);
@@ -270,7 +270,7 @@ static void *veteran_main(void *arg)
 
 /* ---- writers ------------------------------------------------------------- */
 
-static unsigned int random_prot(struct stress_rng *rng, bool never_none)
+static unsigned int random_prot(struct vmr_rng *rng, bool never_none)
 {
 	static const unsigned int prots[] = {
 		VMR_PROT_READ | VMR_PROT_WRITE,
@@ -280,7 +280,7 @@ static unsigned int random_prot(struct stress_rng *rng, bool never_none)
 		VMR_PROT_NONE,
 	};
 
-	return prots[stress_rng_below(rng, never_none ? 4 : 5)];
+	return prots[vmr_rng_below(rng, never_none ? 4 : 5)];
 }
 
 static void set_pending(struct round *R, size_t p, size_t n, uint32_t gen)
@@ -305,7 +305,7 @@ static void drop_pending(struct round *R, size_t p, size_t n)
 			     (uint32_t)atomic_load(&R->pstate[q]));
 }
 
-static int do_map(struct round *R, struct thread *t, struct stress_rng *rng,
+static int do_map(struct round *R, struct thread *t, struct vmr_rng *rng,
 		  size_t p, size_t n, unsigned int flags, bool never_none)
 {
 	uint32_t gen = atomic_fetch_add(&R->next_gen, 1);
@@ -316,11 +316,11 @@ static int do_map(struct round *R, struct thread *t, struct stress_rng *rng,
 		.offset = (uint64_t)p * PG,
 		.ops = &stress_region_ops,
 		.ops_size = sizeof(stress_region_ops),
-		.policy = (enum vmr_retry_policy)stress_rng_below(rng, 4),
+		.policy = (enum vmr_retry_policy)vmr_rng_below(rng, 4),
 	};
 	int err;
 
-	d.private_data = stress_new_rec(R, gen, (enum kind)stress_rng_below(rng,
+	d.private_data = stress_new_rec(R, gen, (enum kind)vmr_rng_below(rng,
 								   NR_KINDS));
 	set_pending(R, p, n, gen);
 	stress_beat_begin(&t->beat, d.start);
@@ -367,14 +367,14 @@ static void *main_writer(void *arg)
 {
 	struct thread *t = arg;
 	struct round *R = t->round;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, t->seed);
+	vmr_rng_init(&rng, t->seed);
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&R->stop, memory_order_relaxed)) {
-		size_t n = 1 + stress_rng_below(&rng, 16);
-		size_t p = stress_rng_below(&rng, NMAIN - n + 1);
-		unsigned int op = (unsigned int)stress_rng_below(&rng, 8);
+		size_t n = 1 + vmr_rng_below(&rng, 16);
+		size_t p = vmr_rng_below(&rng, NMAIN - n + 1);
+		unsigned int op = (unsigned int)vmr_rng_below(&rng, 8);
 		bool hole = false, any = false;
 		const char *name;
 		int err, want;
@@ -415,8 +415,8 @@ static void *main_writer(void *arg)
 					 "%d", name, p, p + n, err, want);
 		check_main_model(R, p, n, name);
 		atomic_fetch_add(&R->updates, 1);
-		if (stress_rng_below(&rng, 4) == 0)
-			usleep((useconds_t)stress_rng_below(&rng, 300));
+		if (vmr_rng_below(&rng, 4) == 0)
+			usleep((useconds_t)vmr_rng_below(&rng, 300));
 	}
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -426,16 +426,16 @@ static void *window_writer(void *arg)
 {
 	struct thread *t = arg;
 	struct round *R = t->round;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, t->seed);
+	vmr_rng_init(&rng, t->seed);
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&R->stop, memory_order_relaxed)) {
-		size_t n = 1 + stress_rng_below(&rng, NWIN / 2);
-		size_t p = WIN0 + stress_rng_below(&rng, NWIN - n + 1);
+		size_t n = 1 + vmr_rng_below(&rng, NWIN / 2);
+		size_t p = WIN0 + vmr_rng_below(&rng, NWIN - n + 1);
 		int err;
 
-		if (stress_rng_below(&rng, 2)) {
+		if (vmr_rng_below(&rng, 2)) {
 			err = do_map(R, t, &rng, p, n, VMR_MAP_REPLACE, false);
 		} else {
 			stress_beat_begin(&t->beat, PAGE_ADDR(p));
@@ -447,8 +447,8 @@ static void *window_writer(void *arg)
 			stress_violation("window update [%zu, %zu): %d", p,
 					 p + n, err);
 		atomic_fetch_add(&R->updates, 1);
-		if (stress_rng_below(&rng, 4) == 0)
-			usleep((useconds_t)stress_rng_below(&rng, 300));
+		if (vmr_rng_below(&rng, 4) == 0)
+			usleep((useconds_t)vmr_rng_below(&rng, 300));
 	}
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -691,18 +691,18 @@ static void start(struct thread *t, struct round *R, unsigned int id,
 	}
 }
 
-static int make_space(struct round *R, struct stress_rng *rng,
+static int make_space(struct round *R, struct vmr_rng *rng,
 		      unsigned int round_no)
 {
 	struct vmr_space_config cfg = {
 		.page_size = PG,
-		.granularity = (enum vmr_lock_granularity)stress_rng_below(rng,
+		.granularity = (enum vmr_lock_granularity)vmr_rng_below(rng,
 									   2),
-		.barrier = (enum vmr_reader_barrier)stress_rng_below(rng, 3),
-		.policy = (enum vmr_retry_policy)stress_rng_below(rng, 4),
-		.vma_retry_max = (unsigned int)stress_rng_below(rng, 5),
-		.space_retry_max = (unsigned int)stress_rng_below(rng, 9),
-		.flags = stress_rng_below(rng, 2) ? VMR_SPACE_TIME_FAULTS : 0,
+		.barrier = (enum vmr_reader_barrier)vmr_rng_below(rng, 3),
+		.policy = (enum vmr_retry_policy)vmr_rng_below(rng, 4),
+		.vma_retry_max = (unsigned int)vmr_rng_below(rng, 5),
+		.space_retry_max = (unsigned int)vmr_rng_below(rng, 9),
+		.flags = vmr_rng_below(rng, 2) ? VMR_SPACE_TIME_FAULTS : 0,
 	};
 	int err = vmr_space_create(&cfg, sizeof(cfg), &R->space);
 
@@ -738,7 +738,7 @@ static int run_round(unsigned int round_no, double seconds)
 	unsigned int nf = stress_opts.threads, id = 0;
 	struct thread *t;
 	size_t nt = nf + 5; /* faults, churn, two writers, two readers */
-	struct stress_rng rng;
+	struct vmr_rng rng;
 	int err;
 
 	if (!R)
@@ -748,9 +748,9 @@ static int run_round(unsigned int round_no, double seconds)
 		free(R);
 		return -ENOMEM;
 	}
-	stress_rng_init(&rng, stress_opts.seed ^ ((uint64_t)round_no << 48));
+	vmr_rng_init(&rng, stress_opts.seed ^ ((uint64_t)round_no << 48));
 	atomic_init(&R->next_gen, 1);
-	R->seed = stress_rng_next(&rng);
+	R->seed = vmr_rng_next(&rng);
 	R->round_no = round_no;
 	err = make_space(R, &rng, round_no);
 	if (err) {

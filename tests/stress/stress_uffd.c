@@ -129,14 +129,14 @@ static void *toucher_main(void *arg)
 {
 	struct uthread *t = arg;
 	struct uround *U = t->U;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 	sigjmp_buf jb;
 
-	stress_rng_init(&rng, U->seed + t->id * 7919u);
+	vmr_rng_init(&rng, U->seed + t->id * 7919u);
 	touch_jump = &jb;
 	while (!atomic_load_explicit(&U->stop, memory_order_relaxed)) {
-		size_t page = stress_rng_below(&rng, U->npages);
-		size_t j = stress_rng_below(&rng, U->pg / sizeof(uint64_t));
+		size_t page = vmr_rng_below(&rng, U->npages);
+		size_t j = vmr_rng_below(&rng, U->pg / sizeof(uint64_t));
 		volatile uint64_t *w =
 			(volatile uint64_t *)(U->mem + page * U->pg) + j;
 		uint64_t v;
@@ -240,20 +240,20 @@ static void *zapper_main(void *arg)
 {
 	struct uthread *t = arg;
 	struct uround *U = t->U;
-	struct stress_rng rng;
+	struct vmr_rng rng;
 
-	stress_rng_init(&rng, U->seed ^ 0x2a9);
+	vmr_rng_init(&rng, U->seed ^ 0x2a9);
 	urcu_memb_register_thread();
 	while (!atomic_load_explicit(&U->stop, memory_order_relaxed)) {
-		size_t n = 1 + stress_rng_below(&rng, stress_opts.hot ? 4 : 16);
-		size_t p = stress_rng_below(&rng, U->npages - n + 1);
+		size_t n = 1 + vmr_rng_below(&rng, stress_opts.hot ? 4 : 16);
+		size_t p = vmr_rng_below(&rng, U->npages - n + 1);
 
 		zap(t, p, n);
 		atomic_fetch_add(&U->zaps, 1);
 		if (stress_opts.hot)
-			usleep((useconds_t)stress_rng_below(&rng, 50));
+			usleep((useconds_t)vmr_rng_below(&rng, 50));
 		else
-			usleep((useconds_t)(100 + stress_rng_below(&rng, 400)));
+			usleep((useconds_t)(100 + vmr_rng_below(&rng, 400)));
 	}
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -278,7 +278,7 @@ static int run_round(unsigned int round_no, double seconds)
 		.pg = (size_t)sysconf(_SC_PAGESIZE),
 		.npages = stress_opts.hot ? HOT_PAGES : NPAGES,
 	};
-	struct stress_rng rng;
+	struct vmr_rng rng;
 	struct vmr_space_config cfg = { 0 };
 	struct vmr_uffd_config ucfg = { .threads = 2, .fd = -1 };
 	struct vmr_uffd_stats us;
@@ -291,11 +291,11 @@ static int run_round(unsigned int round_no, double seconds)
 	unsigned int mode = VMR_UFFD_MISSING;
 	int err;
 
-	stress_rng_init(&rng, stress_opts.seed ^ ((uint64_t)round_no << 48));
-	U.seed = stress_rng_next(&rng);
-	cfg.policy = (enum vmr_retry_policy)stress_rng_below(&rng, 4);
-	cfg.granularity = (enum vmr_lock_granularity)stress_rng_below(&rng, 2);
-	if (stress_rng_below(&rng, 4) == 0)
+	vmr_rng_init(&rng, stress_opts.seed ^ ((uint64_t)round_no << 48));
+	U.seed = vmr_rng_next(&rng);
+	cfg.policy = (enum vmr_retry_policy)vmr_rng_below(&rng, 4);
+	cfg.granularity = (enum vmr_lock_granularity)vmr_rng_below(&rng, 2);
+	if (vmr_rng_below(&rng, 4) == 0)
 		mode |= VMR_UFFD_FAST_STORE;
 	err = vmr_space_create(&cfg, sizeof(cfg), &space);
 	if (err) {

@@ -1658,6 +1658,22 @@ static int child_touch(const struct area *a, bool backwards)
 }
 
 /* Fork; the child touches every page of @a; the status it ended with. */
+/* Whether the fork tests can run; if not, say why (they pass skipped). */
+static bool fork_events_or_skip(const char *test)
+{
+	if (VMR_TEST_TSAN) {
+		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
+				"skipped\n",
+			test);
+		return false;
+	}
+	if (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)
+		return true;
+	fprintf(stderr, "%s: no EVENT_FORK (needs CAP_SYS_PTRACE): skipped\n",
+		test);
+	return false;
+}
+
 static int fork_and_touch(const struct area *a, bool backwards)
 {
 	double end;
@@ -1702,18 +1718,8 @@ START_TEST(test_a_forked_child_is_served_by_a_runtime_of_its_own)
 	size_t n = 0;
 
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
-	if (VMR_TEST_TSAN) {
-		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
-				"skipped\n",
-			__func__);
+	if (!fork_events_or_skip(__func__))
 		return;
-	}
-	if (!(vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)) {
-		fprintf(stderr, "%s: no EVENT_FORK (needs CAP_SYS_PTRACE): "
-				"skipped\n",
-			__func__);
-		return;
-	}
 	a = new_area(PAGES, 50000);
 	map_area(a);
 	/* The parent has the even pages, the child faults on the odd ones. */
@@ -1744,16 +1750,8 @@ START_TEST(test_a_forked_child_finds_its_regions_at_its_first_fault)
 	struct area *a;
 
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
-	if (VMR_TEST_TSAN) {
-		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
-				"skipped\n",
-			__func__);
+	if (!fork_events_or_skip(__func__))
 		return;
-	}
-	if (!(vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)) {
-		fprintf(stderr, "%s: no EVENT_FORK: skipped\n", __func__);
-		return;
-	}
 	/* A region per page: copied in address order, the last page last. */
 	a = new_area(PAGES, 60000);
 	for (size_t i = 0; i < PAGES; i++)

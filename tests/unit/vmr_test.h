@@ -11,6 +11,8 @@
 #ifndef VMR_TEST_H
 #define VMR_TEST_H
 
+#include "vmr_rng.h"
+
 #include <check.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -72,32 +74,6 @@ int vmr_test_join(pthread_t t, double seconds);
 
 /* Sleep @seconds (monotonic; restarted after a signal). */
 void vmr_test_sleep(double seconds);
-
-/* xorshift64*: a tiny PRNG that each thread owns. */
-struct vmr_rng {
-	uint64_t s;
-};
-
-static inline void vmr_rng_init(struct vmr_rng *r, uint64_t seed)
-{
-	r->s = seed * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
-	if (!r->s)
-		r->s = 1;
-}
-
-static inline uint64_t vmr_rng_next(struct vmr_rng *r)
-{
-	r->s ^= r->s >> 12;
-	r->s ^= r->s << 25;
-	r->s ^= r->s >> 27;
-	return r->s * 0x2545f4914f6cdd1dull;
-}
-
-/* Uniform in [0, n), n > 0. */
-static inline uint64_t vmr_rng_below(struct vmr_rng *r, uint64_t n)
-{
-	return vmr_rng_next(r) % n;
-}
 
 /* Runs @s in Check's fork mode and returns main()'s exit status. */
 int vmr_test_run(Suite *s);
