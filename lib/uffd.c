@@ -24,12 +24,19 @@
  * Installs and reads.  The kernel refuses an install (EAGAIN) only while an
  * event is unread; once a REMOVE is read, madvise() zaps the range at once,
  * and a copy landing before the event is applied would leave stale data in
- * discarded memory.  So an install holds install_lock shared and proceeds
- * only if every event read so far is applied (else it is deferred, as for
- * EAGAIN), and read() takes it exclusive.  The exclusive holder holds only
- * the read mutex and waits only for installs in progress; an install waits
- * for nothing the reader holds (UFFDIO_COPY takes the mmap lock, which no
- * event holds while it waits to be read): no deadlock.
+ * discarded memory.  So no install may be in flight across a read(), and
+ * an install proceeds only if every event read so far is applied (else it
+ * is deferred, as for EAGAIN).  The exclusion is Dekker's, so that an
+ * install writes only its own thread's line: the installer sets its
+ * handler's installing flag, fences, and backs off while u->reading is
+ * set; the reader sets u->reading, fences, and waits until no other
+ * handler is installing.  With both fences seq_cst, at least one of them
+ * sees the other's store.  The reader holds only the read mutex and waits
+ * only for installs in progress; an install waits for nothing the reader
+ * holds (UFFDIO_COPY takes the mmap lock, which no event holds while it
+ * waits to be read): no deadlock.  (A shared rwlock here, one read-side
+ * atomic per install and sleeps behind the reader, cost a third of the
+ * throughput at two handler threads.)
  *
  * Events change the space with the ordinary update calls, under its write
  * lock, which waits for the faults installing pages in the range:
@@ -83,6 +90,7 @@
 #include "futex.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/epoll.h>
@@ -158,6 +166,7 @@ struct handler {
 	struct uffd_msg *msgs;
 	struct uffd_msg *deferred; /* MAX_DEFERRED */
 	unsigned int nr_deferred;
+	_Atomic bool installing; /* see "Installs and reads" */
 	_Atomic uint64_t count[NR_UFFD_COUNTERS];
 } __attribute__((aligned(VMR_CACHELINE)));
 
@@ -172,10 +181,10 @@ struct vmr_uffd {
 	struct handler *handlers;
 	/* Batch order (see above). */
 	pthread_mutex_t read_lock;
-	/* Installs share it, reading messages excludes them: no page is
-	 * installed between an event's read and its application. */
-	pthread_rwlock_t install_lock;
-	uint32_t batch_seq, last_event_seq;
+	/* Set while a handler reads messages: no install may run then. */
+	_Atomic bool reading;
+	uint32_t batch_seq;
+	_Atomic uint32_t last_event_seq; /* written under read_lock */
 	_Atomic uint32_t events_applied;
 	_Atomic bool dead;
 	_Atomic bool stopping;
@@ -414,6 +423,31 @@ static vmr_fault_t give_up(struct vmr_fault *vmf, struct fault_ctx *c,
 	return VMR_FAULT_COMPLETED;
 }
 
+/* Enter an install: no read() of messages runs until install_end(). */
+static void install_begin(struct handler *h)
+{
+	for (;;) {
+		atomic_store_explicit(&h->installing, true,
+				      memory_order_relaxed);
+		/* Pairs with the fence in read_begin(). */
+		atomic_thread_fence(memory_order_seq_cst);
+		/* Acquire: the batch's last_event_seq is seen. */
+		if (!atomic_load_explicit(&h->uffd->reading,
+					  memory_order_acquire))
+			return;
+		atomic_store_explicit(&h->installing, false,
+				      memory_order_release);
+		while (atomic_load_explicit(&h->uffd->reading,
+					   memory_order_relaxed))
+			sched_yield();
+	}
+}
+
+static void install_end(struct handler *h)
+{
+	atomic_store_explicit(&h->installing, false, memory_order_release);
+}
+
 static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 {
 	struct fault_ctx *c = vmf->ctx;
@@ -513,8 +547,9 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	 * would leave stale data in discarded memory.  So install only when
 	 * every event read so far is applied; else defer, as for EAGAIN.
 	 */
-	pthread_rwlock_rdlock(&h->uffd->install_lock);
-	if (h->uffd->last_event_seq !=
+	install_begin(h);
+	if (atomic_load_explicit(&h->uffd->last_event_seq,
+				 memory_order_relaxed) !=
 	    atomic_load_explicit(&h->uffd->events_applied,
 				 memory_order_acquire))
 		o = settle(h, OUT_AGAIN, vmf->address);
@@ -523,7 +558,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	else
 		o = do_copy(h, vmf->address,
 			    (m->mode & VMR_UFFD_WP) && !c->write);
-	pthread_rwlock_unlock(&h->uffd->install_lock);
+	install_end(h);
 installed:
 	if (o != OUT_OK && o != OUT_EXISTS) {
 		ret = give_up(vmf, c, m, idx, o);
@@ -813,6 +848,26 @@ static void publish_events(struct vmr_uffd *u, uint32_t seq)
 	vmr_futex_wake(&u->events_applied, INT_MAX);
 }
 
+/* Under read_lock: wait until no other handler is installing a page. */
+static void read_begin(struct handler *h)
+{
+	struct vmr_uffd *u = h->uffd;
+
+	atomic_store_explicit(&u->reading, true, memory_order_relaxed);
+	/* Pairs with the fence in install_begin(). */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (unsigned int i = 0; i < u->nr_threads; i++)
+		while (&u->handlers[i] != h &&
+		       atomic_load_explicit(&u->handlers[i].installing,
+					    memory_order_acquire))
+			sched_yield();
+}
+
+static void read_end(struct vmr_uffd *u)
+{
+	atomic_store_explicit(&u->reading, false, memory_order_release);
+}
+
 /* Read and handle one batch; how many messages (0: none there). */
 static size_t handle_batch(struct handler *h)
 {
@@ -823,21 +878,23 @@ static size_t handle_batch(struct handler *h)
 	size_t n;
 
 	pthread_mutex_lock(&u->read_lock);
-	pthread_rwlock_wrlock(&u->install_lock);
+	read_begin(h);
 	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
 	if (got <= 0) {
-		pthread_rwlock_unlock(&u->install_lock);
+		read_end(u);
 		pthread_mutex_unlock(&u->read_lock);
 		return 0;
 	}
 	n = (size_t)got / sizeof(*h->msgs);
 	seq = ++u->batch_seq;
-	barrier = u->last_event_seq;
+	barrier = atomic_load_explicit(&u->last_event_seq,
+				       memory_order_relaxed);
 	for (size_t i = 0; i < n && !events; i++)
 		events = is_event(&h->msgs[i]);
 	if (events)
-		u->last_event_seq = seq;
-	pthread_rwlock_unlock(&u->install_lock);
+		atomic_store_explicit(&u->last_event_seq, seq,
+				      memory_order_relaxed);
+	read_end(u);
 	pthread_mutex_unlock(&u->read_lock);
 
 	hcount(h, UC(batches));
@@ -1044,7 +1101,6 @@ static void runtime_free(struct vmr_uffd *u)
 	if (u->own_fd && u->fd >= 0)
 		close(u->fd);
 	pthread_mutex_destroy(&u->read_lock);
-	pthread_rwlock_destroy(&u->install_lock);
 	pthread_mutex_destroy(&u->children_lock);
 	vmr_free(u);
 }
@@ -1101,16 +1157,8 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	atomic_init(&u->dead, false);
 	atomic_init(&u->stopping, false);
 	pthread_mutex_init(&u->read_lock, NULL);
-	{
-		pthread_rwlockattr_t ra;
-
-		/* The reader of messages must not starve behind installs. */
-		pthread_rwlockattr_init(&ra);
-		pthread_rwlockattr_setkind_np(
-			&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-		pthread_rwlock_init(&u->install_lock, &ra);
-		pthread_rwlockattr_destroy(&ra);
-	}
+	atomic_init(&u->reading, false);
+	atomic_init(&u->last_event_seq, 0);
 	pthread_mutex_init(&u->children_lock, NULL);
 	u->handlers = calloc(u->nr_threads, sizeof(*u->handlers));
 	for (unsigned int i = 0; u->handlers && i < u->nr_threads; i++)
