@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * libvmaretry - allocation with failure injection for tests.
+ * libvmaretry - the library's allocations: failure injection for tests,
+ * and no wait for malloc() while a fork() is in flight (forkguard.c).
  *
  * Failure injection is one relaxed atomic counter: -1 (the default) means
  * never fail.  It is only ever armed by white-box tests; in a program that
@@ -9,8 +10,11 @@
  */
 #include "internal.h"
 
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 static atomic_long fail_budget = -1;
 
@@ -36,22 +40,69 @@ bool vmr_alloc_injected_failure(void)
 	return false;
 }
 
+/*
+ * malloc() inside the fork guard (forkguard.c), the pool outside it.  The
+ * size is at least a pointer: a block freed while a fork is in flight
+ * keeps its link in itself.
+ */
+void *vmr_alloc_plain(size_t size, size_t align)
+{
+	void *p = NULL;
+
+	if (size < sizeof(void *))
+		size = sizeof(void *);
+	if (!vmr_fork_enter())
+		return vmr_pool_alloc(size, align);
+	if (align <= alignof(max_align_t))
+		p = malloc(size);
+	else if (posix_memalign(&p, align, size))
+		p = NULL;
+	vmr_fork_leave();
+	return p;
+}
+
+static void *alloc(size_t size, size_t align)
+{
+	return vmr_alloc_injected_failure() ? NULL :
+					      vmr_alloc_plain(size, align);
+}
+
 void *vmr_alloc(size_t size)
 {
-	return vmr_alloc_injected_failure() ? NULL : malloc(size);
+	return alloc(size, 0);
 }
 
 void *vmr_alloc_aligned(size_t size)
 {
-	void *p;
+	return alloc(size, VMR_ALLOC_ALIGN);
+}
 
-	if (vmr_alloc_injected_failure() ||
-	    posix_memalign(&p, VMR_ALLOC_ALIGN, size))
-		return NULL;
+void *vmr_alloc_align(size_t size, size_t align)
+{
+	return alloc(size, align);
+}
+
+void *vmr_zalloc(size_t size)
+{
+	void *p = alloc(size, 0);
+
+	if (p)
+		memset(p, 0, size);
 	return p;
 }
 
 void vmr_free(void *ptr)
 {
+	if (!ptr)
+		return;
+	if (vmr_pool_owns(ptr)) {
+		vmr_pool_free(ptr);
+		return;
+	}
+	if (!vmr_fork_enter()) {
+		vmr_fork_defer_free(ptr);
+		return;
+	}
 	free(ptr);
+	vmr_fork_leave();
 }

@@ -57,15 +57,43 @@ _Noreturn void vmr_die_at(const char *file, int line, const char *fmt, ...)
 int vmr_misuse(const char *what);
 
 /*
- * Allocation for every update path of the library.  It can be made to fail
- * on purpose (vmr_alloc_fail_after()) so that tests reach each -ENOMEM path
- * and check that it leaves everything unchanged.
+ * Allocation for every path of the library: nothing else calls malloc()
+ * or free().  It can be made to fail on purpose (vmr_alloc_fail_after())
+ * so that tests reach each -ENOMEM path and check that it leaves
+ * everything unchanged.  It never waits for a fork() in flight
+ * (forkguard.c): so a thread holding a lock of ours may allocate.
  */
 void *vmr_alloc(size_t size);
+void *vmr_zalloc(size_t size);
 void vmr_free(void *ptr);
 /* For objects with cache-line-aligned members; vmr_free() frees it. */
 #define VMR_ALLOC_ALIGN 64
 void *vmr_alloc_aligned(size_t size);
+/* Aligned to @align, a power of two. */
+void *vmr_alloc_align(size_t size, size_t align);
+/* Without failure injection: for allocators that inject their own. */
+void *vmr_alloc_plain(size_t size, size_t align);
+
+/*
+ * The fork guard (forkguard.c).  vmr_fork_guard_init() installs its
+ * pthread_atfork() handlers once (0 or -ENOMEM); every space does it.
+ * vmr_fork_enter() is true when the caller may call into malloc() (or
+ * anything else that takes glibc's fork-time locks, as pthread_create()
+ * does) until vmr_fork_leave(): no fork() holds them, nor will until then.
+ * False: one is in flight, and the caller must not, nor wait for it.
+ */
+int vmr_fork_guard_init(void);
+bool vmr_fork_enter(void);
+void vmr_fork_leave(void);
+/* Free @ptr (a malloc() block) once no fork() is in flight. */
+void vmr_fork_defer_free(void *ptr);
+bool vmr_fork_in_flight(void);
+
+/* Memory without malloc() (pool.c), for when vmr_fork_enter() refuses. */
+void *vmr_pool_alloc(size_t size, size_t align);
+void vmr_pool_free(void *ptr);
+bool vmr_pool_owns(const void *ptr);
+void vmr_pool_after_fork_child(void);
 
 /*
  * For allocators of the library's own (a recycled-node pool) that must fail
@@ -91,6 +119,12 @@ int vmr_copy_sized(void *dst, size_t dst_size, const void *src,
 /* @flavor, or liburcu's urcu-memb flavor when it is NULL. */
 const struct rcu_flavor_struct *
 vmr_flavor_or_default(const struct rcu_flavor_struct *flavor);
+
+/*
+ * Make @flavor's call_rcu thread now, if this process has not yet, so that
+ * no later call_rcu() allocates (see rcu.c): 0, -EAGAIN or -ENOMEM.
+ */
+int vmr_rcu_warm(const struct rcu_flavor_struct *flavor);
 
 /*
  * White-box check of a tree's structural invariants (I1-I4 of tree.c) on

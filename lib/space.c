@@ -61,6 +61,12 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
 	if (cfg.policy == VMR_POLICY_DEFAULT)
 		cfg.policy = VMR_RETRY_VMA;
 
+	/* Before any lock of ours can be held: see forkguard.c. */
+	err = vmr_fork_guard_init();
+	if (!err)
+		err = vmr_rcu_warm(cfg.flavor);
+	if (err)
+		return err;
 	space = vmr_alloc_aligned(sizeof(*space));
 	if (!space)
 		return -ENOMEM;

@@ -67,8 +67,8 @@ static void thread_exit(void *arg)
 		atomic_store_explicit(&t->all[i].ts->owner, NULL,
 				      memory_order_release);
 	pthread_mutex_unlock(&registry_lock);
-	free(t->all);
-	free(t);
+	vmr_free(t->all);
+	vmr_free(t);
 	self = NULL;
 }
 
@@ -118,9 +118,11 @@ static struct vmr_tstate *tstate_claim(struct vmr_tstate_table *table,
 	if (nr % VMR_TSTATE_CHUNK == 0) {
 		struct vmr_tstate *chunk;
 
-		if (vmr_alloc_injected_failure() ||
-		    posix_memalign((void **)&chunk, VMR_CACHELINE,
-				   VMR_TSTATE_CHUNK * sizeof(*chunk)))
+		chunk = vmr_alloc_injected_failure() ?
+				NULL :
+				vmr_alloc_plain(VMR_TSTATE_CHUNK * sizeof(*chunk),
+						VMR_CACHELINE);
+		if (!chunk)
 			return NULL;
 		memset(chunk, 0, VMR_TSTATE_CHUNK * sizeof(*chunk));
 		table->chunks[nr / VMR_TSTATE_CHUNK] = chunk;
@@ -148,11 +150,12 @@ static struct vmr_tstate *tstate_slow(struct vmr_space *space)
 
 	if (!t) {
 		pthread_once(&key_once, make_key);
-		t = calloc(1, sizeof(*t));
+		t = vmr_alloc_plain(sizeof(*t), 0);
 		if (!t)
 			return NULL;
+		memset(t, 0, sizeof(*t));
 		if (pthread_setspecific(exit_key, t)) {
-			free(t);
+			vmr_free(t);
 			return NULL;
 		}
 		self = t;
@@ -166,9 +169,12 @@ static struct vmr_tstate *tstate_slow(struct vmr_space *space)
 	}
 	if (!ts && t->nr == t->cap) {
 		size_t cap = t->cap * 2 + 4;
-		struct owned *all = realloc(t->all, cap * sizeof(*all));
+		struct owned *all = vmr_alloc_plain(cap * sizeof(*all), 0);
 
 		if (all) {
+			if (t->nr)
+				memcpy(all, t->all, t->nr * sizeof(*all));
+			vmr_free(t->all);
 			t->all = all;
 			t->cap = cap;
 		}
@@ -231,6 +237,6 @@ void vmr_tstates_fini(struct vmr_space *space)
 	}
 	pthread_mutex_unlock(&registry_lock);
 	for (uint32_t c = 0; c * VMR_TSTATE_CHUNK < nr; c++)
-		free(table->chunks[c]);
+		vmr_free(table->chunks[c]);
 	pthread_mutex_destroy(&table->lock);
 }

@@ -352,7 +352,7 @@ static struct node *node_alloc(struct vmr_tree *tree)
 	}
 	n = tree->spare;
 	if (!n)
-		return malloc(sizeof(*n));
+		return vmr_alloc_plain(sizeof(*n), 0);
 	tree->spare = n->link;
 	tree->nr_spare--;
 	return n;

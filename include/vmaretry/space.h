@@ -182,13 +182,18 @@ struct vmr_region_desc {
  * @config_size: sizeof(*@config) as the caller compiled it
  * @spacep: where to store the space
  *
- * Context: any thread.  May sleep.
+ * Context: any thread.  May sleep.  The first space made in a process
+ * installs the library's pthread_atfork() handlers (so that no thread of
+ * the library ever waits for malloc() while a fork() is in flight); the
+ * first space of each RCU flavor makes that flavor's call_rcu thread, from
+ * a short-lived thread of the library's that registers with the flavor.
  * Ownership: the caller owns the space; vmr_space_destroy() frees it.
  * Return: 0; -EINVAL if @spacep is NULL, @config is NULL with a non-zero
  * size, or a field is out of range (page size not a power of two, unknown
  * granularity, barrier, policy or flag); -E2BIG if @config_size is larger than this
  * library's struct and the extra bytes are not zero; -ENOSYS if
- * VMR_BARRIER_MEMBARRIER was asked for and the kernel lacks it; -ENOMEM.
+ * VMR_BARRIER_MEMBARRIER was asked for and the kernel lacks it; -EAGAIN if
+ * that first thread could not be made; -ENOMEM.
  */
 int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
 		     struct vmr_space **spacep);
