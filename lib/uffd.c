@@ -48,7 +48,12 @@
  *   REMAP: map the moved regions at their new address (same store, same
  *          offsets), unmap the old range;
  *   FORK:  a child runtime, with a copy of the regions, serves the child's
- *          new userfaultfd.
+ *          new userfaultfd; its threads start as soon as no other fork()
+ *          is in flight (start_children()).
+ * Every allocation of an event's application goes through the fork guard
+ * (forkguard.c): it never waits for a fork() in flight, whose message may
+ * sit behind the event (every other handler waits for the event's
+ * application before it reads again).
  *
  * A fault.  Each page-fault message becomes vmr_handle_fault() on the
  * space; the region's handler (uffd_fault()) takes the page's lock in the
@@ -148,13 +153,11 @@ struct mapping {
 
 /*
  * Deferred faults (EAGAIN), retried after the pending events are read, are
- * kept in an array allocated with the thread: never malloc() on the way to
- * reading a FORK message.  glibc's fork() holds malloc's locks across the
- * system call, and with EVENT_FORK that call waits until a handler reads
- * the message: a handler that allocated in between (and a fault that meets
- * EAGAIN is exactly what happens while a fork is pending) would deadlock
- * with the forking thread.  When the array is full the fault is woken
- * instead: its thread faults again, and the kernel sends a new message.
+ * kept in an array allocated with the thread: a fault's path allocates
+ * nothing (and a fault meets EAGAIN exactly when events are pending, a
+ * fork's among them: see forkguard.c for why no allocation of ours waits
+ * for one).  When the array is full the fault is woken instead: its
+ * thread faults again, and the kernel sends a new message.
  */
 #define MAX_DEFERRED 256
 
@@ -188,9 +191,11 @@ struct vmr_uffd {
 	_Atomic uint32_t events_applied;
 	_Atomic bool dead;
 	_Atomic bool stopping;
+	bool started; /* its handler threads run */
 	/* Runtimes of forked children, and what they need. */
 	pthread_mutex_t children_lock;
 	struct vmr_uffd *children, *next_child;
+	_Atomic bool children_pending; /* some child's threads to start */
 	struct vmr_space *child_space; /* a child owns its space */
 };
 
@@ -729,9 +734,12 @@ static size_t copy_regions(struct vmr_space *space, uintptr_t start,
 			struct region_copy *nv;
 
 			cap = cap * 2 + 8;
-			nv = realloc(v, cap * sizeof(*v));
+			nv = vmr_alloc(cap * sizeof(*v));
 			if (!nv)
 				break;
+			if (n)
+				memcpy(nv, v, n * sizeof(*v));
+			vmr_free(v);
 			v = nv;
 		}
 		v[n].start = r->start < start ? start : r->start;
@@ -776,6 +784,7 @@ static void map_copies(struct vmr_uffd *u, const struct region_copy *v,
 }
 
 static int child_create(struct vmr_uffd *parent, int fd);
+static void start_children(struct vmr_uffd *u);
 
 static void apply_event(struct handler *h, const struct uffd_msg *msg)
 {
@@ -809,7 +818,7 @@ static void apply_event(struct handler *h, const struct uffd_msg *msg)
 		map_copies(u, v, n,
 			   (intptr_t)(msg->arg.remap.to - msg->arg.remap.from),
 			   msg->arg.remap.to, msg->arg.remap.len);
-		free(v);
+		vmr_free(v);
 		vmr_unmap(u->space, msg->arg.remap.from, msg->arg.remap.len);
 		break;
 	case UFFD_EVENT_FORK:
@@ -950,16 +959,19 @@ static void *handler_main(void *arg)
 	struct handler *h = arg;
 	struct vmr_uffd *u = h->uffd;
 	struct epoll_event ev[2];
+	bool soon;
 	int n;
 
 	vmr_space_register_thread(u->space);
-	/* Bind the thread's per-space state now: made on a first fault, its
-	 * allocation could meet a fork() holding malloc's locks while it
-	 * waits for this thread to read its FORK message (see defer()). */
+	/* Bind the thread's per-space state now, not on its first fault:
+	 * a fault's path then allocates nothing. */
 	vmr_tstate_get(u->space);
 	while (!atomic_load(&u->stopping)) {
-		/* With deferred faults, look again soon even if idle. */
-		n = epoll_wait(h->epoll_fd, ev, 2, h->nr_deferred ? 1 : -1);
+		/* With deferred work, look again soon even if idle. */
+		soon = h->nr_deferred ||
+		       atomic_load_explicit(&u->children_pending,
+					    memory_order_relaxed);
+		n = epoll_wait(h->epoll_fd, ev, 2, soon ? 1 : -1);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (atomic_load(&u->stopping))
@@ -975,6 +987,7 @@ static void *handler_main(void *arg)
 		}
 		if (h->nr_deferred && !atomic_load(&u->dead))
 			retry_deferred(h);
+		start_children(u);
 	}
 	/* Whatever was deferred: wake it (the teardown unregisters). */
 	for (unsigned int i = 0; i < h->nr_deferred; i++)
@@ -1088,13 +1101,13 @@ static void runtime_free(struct vmr_uffd *u)
 {
 	if (u->handlers) {
 		for (unsigned int i = 0; i < u->nr_threads; i++) {
-			free(u->handlers[i].buf);
+			vmr_free(u->handlers[i].buf);
 			vmr_free(u->handlers[i].msgs);
 			vmr_free(u->handlers[i].deferred);
 			if (u->handlers[i].epoll_fd >= 0)
 				close(u->handlers[i].epoll_fd);
 		}
-		free(u->handlers);
+		vmr_free(u->handlers);
 	}
 	if (u->stop_fd >= 0)
 		close(u->stop_fd);
@@ -1116,8 +1129,8 @@ static int start_threads(struct vmr_uffd *u)
 			return h->epoll_fd;
 		h->msgs = vmr_alloc(u->batch * sizeof(*h->msgs));
 		h->deferred = vmr_alloc(MAX_DEFERRED * sizeof(*h->deferred));
-		if (!h->msgs || !h->deferred || vmr_alloc_injected_failure() ||
-		    posix_memalign(&h->buf, u->page, u->page))
+		h->buf = vmr_alloc_align(u->page, u->page);
+		if (!h->msgs || !h->deferred || !h->buf)
 			return -ENOMEM;
 	}
 	for (unsigned int i = 0; i < u->nr_threads; i++) {
@@ -1131,6 +1144,7 @@ static int start_threads(struct vmr_uffd *u)
 			return -EAGAIN;
 		}
 	}
+	u->started = true;
 	return 0;
 }
 
@@ -1160,7 +1174,9 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	atomic_init(&u->reading, false);
 	atomic_init(&u->last_event_seq, 0);
 	pthread_mutex_init(&u->children_lock, NULL);
-	u->handlers = calloc(u->nr_threads, sizeof(*u->handlers));
+	u->handlers = vmr_alloc_aligned(u->nr_threads * sizeof(*u->handlers));
+	if (u->handlers)
+		memset(u->handlers, 0, u->nr_threads * sizeof(*u->handlers));
 	for (unsigned int i = 0; u->handlers && i < u->nr_threads; i++)
 		u->handlers[i].epoll_fd = -1;
 	u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1250,7 +1266,7 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd)
 	vmr_space_shutdown(uffd->space);
 	atomic_store(&uffd->stopping, true);
 	eventfd_write(uffd->stop_fd, 1);
-	for (unsigned int i = 0; i < uffd->nr_threads; i++)
+	for (unsigned int i = 0; uffd->started && i < uffd->nr_threads; i++)
 		pthread_join(uffd->handlers[i].thread, NULL);
 	unregister_all(uffd);
 	drain(uffd);
@@ -1407,21 +1423,45 @@ static int child_create(struct vmr_uffd *parent, int fd)
 	for (size_t i = 0; i < n; i++)
 		map_copies(child, &v[i], 1, 0, v[i].start,
 			   v[i].end - v[i].start);
-	free(v);
-	/* Only now: its first fault must find the regions. */
-	err = start_threads(child);
-	if (err) {
-		/* Its descriptor is closed by the caller. */
-		child->own_fd = false;
-		runtime_free(child);
-		vmr_space_destroy(space);
-		return err;
-	}
+	vmr_free(v);
+	/* Its threads start only now (its first fault must find the
+	 * regions), and only where glibc's fork-time locks are free. */
 	pthread_mutex_lock(&parent->children_lock);
 	child->next_child = parent->children;
 	parent->children = child;
 	pthread_mutex_unlock(&parent->children_lock);
+	atomic_store_explicit(&parent->children_pending, true,
+			      memory_order_relaxed);
+	start_children(parent);
 	return 0;
+}
+
+/*
+ * On a handler thread of @u: start the threads of the children made since
+ * the last call.  pthread_create() allocates in glibc, which another fork()
+ * in flight may hold locked while it waits for a handler to read its
+ * message (forkguard.c): so it runs inside the fork guard, and a handler
+ * refused tries again within a millisecond (see handler_main()).  Until
+ * then the child's faults wait in its descriptor.  A child whose threads
+ * cannot start loses its descriptor: its faulters wake, and its memory is
+ * plain anonymous memory from then on.
+ */
+static void start_children(struct vmr_uffd *u)
+{
+	if (!atomic_load_explicit(&u->children_pending, memory_order_relaxed) ||
+	    !vmr_fork_enter())
+		return;
+	atomic_store_explicit(&u->children_pending, false,
+			      memory_order_relaxed);
+	pthread_mutex_lock(&u->children_lock);
+	for (struct vmr_uffd *c = u->children; c; c = c->next_child) {
+		if (c->started || c->fd < 0 || !start_threads(c))
+			continue;
+		close(c->fd);
+		c->fd = -1;
+	}
+	pthread_mutex_unlock(&u->children_lock);
+	vmr_fork_leave();
 }
 
 /* ---- queries --------------------------------------------------------- */

@@ -81,13 +81,15 @@ struct vmr_uffd_store_ops {
  *
  * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
  * until a handler thread reads the FORK message, and glibc holds malloc's
- * locks across that wait.  Handling a fault allocates nothing in the
- * runtime, so a fault pending during a fork is deferred and the message
- * read.  Two things can still deadlock with the forking thread: a store
- * whose read() callback allocates or takes a lock that thread holds, and,
- * with a single handler thread, a fork that starts while the thread
- * applies a REMAP (which allocates).  Keep stores to preallocated memory
- * and run two handler threads or more, or pass VMR_UFFD_NO_EVENTS.
+ * locks across that wait.  The library never waits for those locks while
+ * a fork() is in flight: its allocations then come from memory of its own,
+ * its frees wait for the fork to end, and a forked child's handler threads
+ * start after it (see lib/forkguard.c).  What it cannot see is the
+ * store's: a read() callback that allocates, or takes a lock the forking
+ * thread holds, can still deadlock with it.  Keep stores to preallocated
+ * memory, or pass VMR_UFFD_NO_EVENTS.  The forked child itself must not
+ * call the library (as after any fork() of a threaded process, only
+ * async-signal-safe calls are safe in it until it calls exec()).
  */
 struct vmr_uffd_config {
 	unsigned int threads;

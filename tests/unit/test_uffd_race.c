@@ -1588,6 +1588,110 @@ START_TEST(test_shutdown_during_a_fault_storm_then_destroy_ends_every_fault)
 }
 END_TEST
 
+/* ---- a fork() while an event is applied --------------------------------- */
+
+/*
+ * glibc's fork() holds malloc's locks while it waits for a handler to read
+ * its FORK message.  The hook parks the only handler thread as it starts
+ * to apply a REMOVE (which allocates: it updates the space), lets a fork()
+ * begin, and gives it the time to reach that wait.
+ */
+static struct {
+	atomic_bool armed, parked, forking;
+} fk_race;
+
+static void fork_race_hook(enum vmr_debug_point point, uintptr_t addr,
+			   void *arg)
+{
+	bool ok;
+
+	(void)addr;
+	(void)arg;
+	if (point != VMR_DP_UFFD_EVENT || !atomic_exchange(&fk_race.armed, false))
+		return;
+	atomic_store(&fk_race.parked, true);
+	VMR_WAIT_FOR(ok, atomic_load(&fk_race.forking), INJECT_S);
+	vmr_test_sleep(0.2);
+}
+
+struct madviser {
+	pthread_t thread;
+	void *addr;
+	size_t len;
+	int ret;
+};
+
+static void *madviser_main(void *arg)
+{
+	struct madviser *m = arg;
+
+	m->ret = madvise(m->addr, m->len, MADV_DONTNEED) ? errno : 0;
+	return NULL;
+}
+
+struct fork_once {
+	pthread_t thread;
+	pid_t pid;
+	int status;
+};
+
+static void *fork_once_main(void *arg)
+{
+	struct fork_once *f = arg;
+
+	atomic_store(&fk_race.forking, true);
+	f->pid = fork();
+	if (f->pid == 0)
+		_exit(0);
+	if (f->pid > 0)
+		waitpid(f->pid, &f->status, 0);
+	return NULL;
+}
+
+/*
+ * A fork() while the only handler thread applies an event (the event's
+ * update allocating as the fork holds malloc's locks): the fork returns,
+ * the event is applied (the page reads zero), the child exits cleanly.
+ */
+START_TEST(test_a_fork_while_an_event_is_applied_returns)
+{
+	struct madviser m;
+	struct fork_once f = { .pid = -1 };
+	struct area a;
+	bool ok;
+
+	if (!need_debug_points(__func__) ||
+	    !open_runtime(VMR_RETRY_VMA, 1, __func__) ||
+	    !need_fork_events(__func__))
+		return;
+	a = new_area(PAGES, 60000);
+	ck_assert(look(page_addr(&a, 0), page_off(&a, 0), false) ==
+		  VIEW_STORE);
+	atomic_init(&fk_race.parked, false);
+	atomic_init(&fk_race.forking, false);
+	atomic_init(&fk_race.armed, true);
+	ck_assert_int_eq(vmr_debug_set(fork_race_hook, NULL), 0);
+	m = (struct madviser){ .addr = a.base, .len = pg };
+	ck_assert_int_eq(pthread_create(&m.thread, NULL, madviser_main, &m),
+			 0);
+	VMR_WAIT_FOR(ok, atomic_load(&fk_race.parked), DEADLINE_S);
+	ck_assert_msg(ok, "the REMOVE never reached the handler");
+	ck_assert_int_eq(pthread_create(&f.thread, NULL, fork_once_main, &f),
+			 0);
+	ck_assert_msg(!vmr_test_join(f.thread, DEADLINE_S),
+		      "fork() never returned: its FORK message was never read");
+	ck_assert_int_eq(vmr_test_join(m.thread, DEADLINE_S), 0);
+	ck_assert_int_eq(m.ret, 0);
+	ck_assert_int_gt(f.pid, 0);
+	ck_assert_msg(WIFEXITED(f.status) && !WEXITSTATUS(f.status),
+		      "child status %#x", f.status);
+	ck_assert(look(page_addr(&a, 0), page_off(&a, 0), false) ==
+		  VIEW_ZERO);
+	VMR_WAIT_FOR(ok, ustats().events_fork == 1, DEADLINE_S);
+	ck_assert_msg(ok, "the FORK event was never applied");
+}
+END_TEST
+
 /* ---- the suite ---------------------------------------------------------- */
 
 static TCase *add_tcase(Suite *s, const char *name, double timeout)
@@ -1617,6 +1721,9 @@ static Suite *uffd_race_suite(void)
 		0, NR_AT * 2 * 2);
 	tcase_add_test(
 		tc, test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken);
+
+	tc = add_tcase(s, "fork", 60);
+	tcase_add_test(tc, test_a_fork_while_an_event_is_applied_returns);
 
 	tc = add_tcase(s, "shutdown", 60);
 	tcase_add_loop_test(
