@@ -89,6 +89,15 @@ void vmr_fork_leave(void);
 void vmr_fork_defer_free(void *ptr);
 bool vmr_fork_in_flight(void);
 
+/*
+ * membarrier(PRIVATE_EXPEDITED) (membarrier.c): vmr_membarrier_register()
+ * returns 0, or -ENOSYS where the kernel lacks it; once it returned 0,
+ * vmr_membarrier() is a full barrier on every running thread of the
+ * process (it dies if the kernel refuses it then).
+ */
+int vmr_membarrier_register(void);
+void vmr_membarrier(void);
+
 /* Memory without malloc() (pool.c), for when vmr_fork_enter() refuses. */
 void *vmr_pool_alloc(size_t size, size_t align);
 void vmr_pool_free(void *ptr);

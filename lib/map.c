@@ -70,13 +70,17 @@ static int collect(struct update *u)
 	while (vmr_tree_iter_next(&it, &e) && e.start < u->end)
 		n++;
 	u->nr_old = n;
-	/* Each region met gives at most three entries; a map adds one. */
-	u->old = vmr_alloc((n + 1) * sizeof(*u->old));
-	u->keep = vmr_alloc((n + 1) * sizeof(*u->keep));
-	u->add = vmr_alloc((3 * n + 1) * sizeof(*u->add));
-	u->made = vmr_alloc((3 * n + 1) * sizeof(*u->made));
-	if (!u->old || !u->keep || !u->add || !u->made)
+	/* Each region met gives at most three entries; a map adds one.  One
+	 * block for the four arrays, the bools last (alignment): one
+	 * allocation an update. */
+	u->old = vmr_alloc((n + 1) * sizeof(*u->old) +
+			   (3 * n + 1) * (sizeof(*u->made) + sizeof(*u->add)) +
+			   (n + 1) * sizeof(*u->keep));
+	if (!u->old)
 		return -ENOMEM;
+	u->made = (struct vmr_region **)(u->old + n + 1);
+	u->add = (struct vmr_tree_entry *)(u->made + 3 * n + 1);
+	u->keep = (bool *)(u->add + 3 * n + 1);
 	vmr_tree_iter_start(&it, u->space->tree, u->start);
 	for (size_t i = 0; i < n; i++) {
 		vmr_tree_iter_next(&it, &e);
@@ -202,10 +206,7 @@ static void update_fini(struct update *u)
 	}
 	if (u->mapped)
 		vmr_region_discard(u->mapped);
-	vmr_free(u->old);
-	vmr_free(u->keep);
-	vmr_free(u->add);
-	vmr_free(u->made);
+	vmr_free(u->old); /* and the three arrays after it */
 }
 
 static int update(struct update *u, unsigned int flags)

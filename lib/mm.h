@@ -183,8 +183,6 @@ static inline bool vmr_ranges_overlap(uintptr_t s1, uintptr_t e1, uintptr_t s2,
 
 /* Write-lock state, lib/rangelock.c; the space lock is held for write. */
 
-/* 0, or -ENOSYS: registers the process for membarrier(PRIVATE_EXPEDITED). */
-int vmr_membarrier_register(void);
 /* Mark [start, end) of @region (all of it under VMR_LOCK_REGION). */
 void vmr_region_mark(struct vmr_space *space, struct vmr_region *region,
 		     uintptr_t start, uintptr_t end);

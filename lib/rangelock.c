@@ -126,7 +126,6 @@
 #include "tsan.h"
 
 #include <errno.h>
-#include <linux/membarrier.h>
 #include <urcu/flavor.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,27 +138,6 @@
 #define WORD_FLAGS (WORD_GEN - 1)
 
 #define MISS_MAX 8
-
-static long sys_membarrier(int cmd)
-{
-	return syscall(__NR_membarrier, cmd, 0, 0);
-}
-
-int vmr_membarrier_register(void)
-{
-	long cmds = sys_membarrier(MEMBARRIER_CMD_QUERY);
-
-	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
-	    sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED))
-		return -ENOSYS;
-	return 0;
-}
-
-static void membarrier(void)
-{
-	if (sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-		vmr_die("membarrier failed after registration");
-}
 
 /* Visit every published tstate of @space. */
 #define for_each_tstate(space, i, ts)                                         \
@@ -448,7 +426,7 @@ static void state_wait(struct vmr_space *space, struct vmr_tstate *ts,
 		for (;;) {
 			/* Orders the flag before the word's re-read, and the
 			 * reader's release before its flag check. */
-			membarrier();
+			vmr_membarrier();
 			v = atomic_load_explicit(&ts->word,
 						 memory_order_acquire);
 			if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))
@@ -483,7 +461,7 @@ void vmr_range_drain(struct vmr_space *space, uintptr_t start, uintptr_t end)
 	struct vmr_tstate *ts;
 
 	if (space->membarrier)
-		membarrier();
+		vmr_membarrier();
 	else
 		/* Pairs with the publishing exchange in state_lock(). */
 		atomic_thread_fence(memory_order_seq_cst);
