@@ -1257,6 +1257,29 @@ static void unregister_all(struct vmr_uffd *u)
 	vmr_space_read_unlock(u->space);
 }
 
+/*
+ * Stop the handler threads only once no fork() can be waiting for one of
+ * them.  A thread's exit frees its malloc() cache inside glibc: while a
+ * fork() in flight holds malloc's locks, that exit waits for the fork,
+ * and a fork that copied our ranges waits for a handler to read its FORK
+ * message: the join would never return.  So the ranges are unregistered
+ * first (a fork that copies the address space after that sends us
+ * nothing), and the threads go on reading until no fork() that began
+ * before is in flight.
+ */
+static void stop_threads(struct vmr_uffd *u)
+{
+	if (!u->started)
+		return;
+	unregister_all(u);
+	while (vmr_fork_in_flight())
+		usleep(1000);
+	atomic_store(&u->stopping, true);
+	eventfd_write(u->stop_fd, 1);
+	for (unsigned int i = 0; i < u->nr_threads; i++)
+		pthread_join(u->handlers[i].thread, NULL);
+}
+
 int vmr_uffd_destroy(struct vmr_uffd *uffd)
 {
 	struct vmr_uffd *child, *next;
@@ -1264,10 +1287,9 @@ int vmr_uffd_destroy(struct vmr_uffd *uffd)
 	if (!uffd)
 		return 0;
 	vmr_space_shutdown(uffd->space);
-	atomic_store(&uffd->stopping, true);
-	eventfd_write(uffd->stop_fd, 1);
-	for (unsigned int i = 0; uffd->started && i < uffd->nr_threads; i++)
-		pthread_join(uffd->handlers[i].thread, NULL);
+	stop_threads(uffd);
+	/* Again: a REMAP applied while the threads ran may have mapped a
+	 * range the first pass did not see. */
 	unregister_all(uffd);
 	drain(uffd);
 	for (child = uffd->children; child; child = next) {
