@@ -24,8 +24,12 @@
  * where the runtime is: a fault is under way, its handler thread busy.
  * Waits that must end are bounded (vmr_test_join(), VMR_WAIT_FOR(), the
  * store gate's own limit), and each TCase has a timeout as a last resort.
+ *
+ * The store, the areas, the look at a page and the runtime's helpers are
+ * shared with test_uffd_race.c: uffd_harness.h.
  */
 #include "mm.h"
+#include "uffd_harness.h"
 #include "vmr_test.h"
 
 #include <dirent.h>
@@ -33,8 +37,6 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +45,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
@@ -58,26 +59,12 @@
 #define EVENTS                                                                 \
 	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |               \
 	 UFFD_FEATURE_EVENT_REMAP)
-#define PROT_RW (VMR_PROT_READ | VMR_PROT_WRITE)
 /* How long a thread or a wait that must end may take. */
 #define DEADLINE_S 20.0
 /* How long a wake the test expects within milliseconds may take. */
 #define QUICK_S 2.0
-/* The bound on vmr_uffd_destroy() with faults in flight. */
-#define DESTROY_S 5.0
 /* Long enough for a started thread to reach its sleep. */
 #define SETTLE_S 0.05
-/* The longest a store read waits at its gate. */
-#define GATE_MAX_S 30.0
-/* Every 8-byte word of a test MARKER page. */
-#define MARKER 0xa5a5a5a5a5a5a5a5ull
-#define MAX_AREAS 8
-
-static size_t pg; /* the system page size */
-static struct vmr_space *space;
-static struct vmr_uffd *uffd;
-/* The runtime poisons pages (UFFD_FEATURE_POISON); touchers read it. */
-static bool can_poison;
 
 static const enum vmr_retry_policy policies[] = {
 	VMR_RETRY_SPACE,
@@ -86,73 +73,12 @@ static const enum vmr_retry_policy policies[] = {
 };
 #define NR_POLICIES ((int)VMR_ARRAY_SIZE(policies))
 
-/* ---- the backing store --------------------------------------------------- */
-
-/* Word @j of the store's page at @off: no byte is zero. */
-static uint64_t store_word(uint64_t off, size_t j)
-{
-	uint64_t x = (off >> 12) * 0x9e3779b97f4a7c15ull +
-		     (uint64_t)j * 0xbf58476d1ce4e5b9ull + 1;
-
-	x ^= x >> 31;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 29;
-	return x | 0x0101010101010101ull;
-}
-
-static void fill_page(void *buf, uint64_t off)
-{
-	uint64_t *w = buf;
-
-	for (size_t j = 0; j < pg / 8; j++)
-		w[j] = store_word(off, j);
-}
-
-/*
- * What the store does.  Reads of pages whose number (offset / page size) is
- * a multiple of @fail_every fail (0: none); those of a multiple of
- * @slow_every sleep @delay_us first; a read of @gate_off waits until the
- * gate opens (at most GATE_MAX_S).
- */
-struct store {
-	uint64_t fail_every;
-	uint64_t slow_every;
-	unsigned int delay_us;
-	_Atomic uint64_t gate_off; /* set before the fault: ordered by the
-				    * kernel, which TSan cannot see */
-	atomic_bool gate_open;
-	atomic_uint at_gate; /* reads that reached the gate */
-	atomic_ulong reads;
-};
-
-static struct store store;
+/* ---- the store's gate and failures ------------------------------------- */
 
 static bool store_fails(uint64_t off)
 {
 	return store.fail_every && (off / pg) % store.fail_every == 0;
 }
-
-static int store_read(void *arg, uint64_t off, void *buf, size_t len)
-{
-	struct store *s = arg;
-
-	atomic_fetch_add(&s->reads, 1);
-	if (off == atomic_load_explicit(&s->gate_off, memory_order_relaxed)) {
-		bool open;
-
-		atomic_fetch_add(&s->at_gate, 1);
-		VMR_WAIT_FOR(open, atomic_load(&s->gate_open), GATE_MAX_S);
-		(void)open;
-	}
-	if (s->delay_us && s->slow_every && (off / pg) % s->slow_every == 0)
-		usleep(s->delay_us);
-	if (len != pg || (s->fail_every && (off / pg) % s->fail_every == 0))
-		return -EIO;
-	fill_page(buf, off);
-	return 0;
-}
-
-static const struct vmr_uffd_store_ops store_ops = { .read = store_read };
 
 /* Hold reads of the page at store offset @off at the gate. */
 static void close_gate(uint64_t off)
@@ -176,173 +102,14 @@ static void open_gate(void)
 	atomic_store(&store.gate_open, true);
 }
 
-/* ---- areas: the process's memory the tests register -------------------- */
+/* ---- areas: what a page may read ----------------------------------------- */
 
-/*
- * One anonymous mapping of the process.  A page may read zero where it was
- * removed (MADV_DONTNEED) or where the runtime went away (@may_zero), hold
- * the test's MARKER where @marker_ok.
- */
-struct area {
-	unsigned char *base;
-	size_t pages;
-	uint64_t offset;	/* store offset of page 0 */
-	atomic_uchar *removed;	/* per page: removed once; NULL if never */
-	bool may_zero;
-	bool marker_ok;
-	size_t poison_ok;	/* page + 1 that may get SIGBUS; 0 if none */
-	bool gone;		/* the test unmapped all of it itself */
-};
-
-static struct area areas[MAX_AREAS];
-static size_t nr_areas;
-
-/* A new area of @pages pages whose page 0 is at store page @store_page. */
-static struct area *new_area(size_t pages, uint64_t store_page)
-{
-	struct area *a;
-	void *p;
-
-	ck_assert_uint_lt(nr_areas, MAX_AREAS);
-	p = mmap(NULL, pages * pg, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	/* userfaultfd resolves base pages; keep THP out of the way. */
-	madvise(p, pages * pg, MADV_NOHUGEPAGE);
-	a = &areas[nr_areas++];
-	memset(a, 0, sizeof(*a));
-	a->base = p;
-	a->pages = pages;
-	a->offset = store_page * pg;
-	return a;
-}
-
+/* Record @a's removals (remover_main() marks a page before it removes it);
+ * teardown frees the marks. */
 static void track_removals(struct area *a)
 {
 	a->removed = calloc(a->pages, sizeof(*a->removed));
 	ck_assert_ptr_nonnull(a->removed);
-}
-
-static uintptr_t page_addr(const struct area *a, size_t i)
-{
-	return (uintptr_t)a->base + i * pg;
-}
-
-/* vmr_uffd_map() of pages [@first, @first + @count) of @a. */
-static int map_pages(struct area *a, size_t first, size_t count,
-		     unsigned int prot)
-{
-	return vmr_uffd_map(uffd, a->base + first * pg, count * pg, prot,
-			    a->offset + first * pg, VMR_UFFD_MISSING,
-			    &store_ops, sizeof(store_ops), &store);
-}
-
-static void map_area(struct area *a)
-{
-	ck_assert_int_eq(map_pages(a, 0, a->pages, PROT_RW), 0);
-}
-
-/* Whether the space has a region at @addr, and its offset there. */
-static bool region_at(uintptr_t addr, uint64_t *offset)
-{
-	struct vmr_region *r;
-
-	vmr_space_read_lock(space);
-	r = vmr_space_find_region(space, addr);
-	if (r && offset)
-		*offset = vmr_region_offset(r) + (addr - vmr_region_start(r));
-	vmr_space_read_unlock(space);
-	return r != NULL;
-}
-
-/* ---- signals: touchers survive SIGBUS and SIGSEGV ----------------------- */
-
-static _Thread_local sigjmp_buf *jump_on_signal;
-
-static void on_signal(int sig)
-{
-	if (jump_on_signal)
-		siglongjmp(*jump_on_signal, sig);
-	/* Not a toucher's: the access faults again and kills us. */
-	signal(sig, SIG_DFL);
-}
-
-static void catch_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	ck_assert_int_eq(sigaction(SIGBUS, &sa, NULL), 0);
-	ck_assert_int_eq(sigaction(SIGSEGV, &sa, NULL), 0);
-}
-
-/* ---- looking at a page ------------------------------------------------- */
-
-enum view {
-	VIEW_STORE,  /* the store's contents at its offset */
-	VIEW_ZERO,   /* all zero */
-	VIEW_MIXED,  /* store words and zero words: removed while looked at */
-	VIEW_MARKER, /* the test's MARKER */
-	VIEW_WRONG,  /* anything else */
-	VIEW_SIGBUS,
-	VIEW_SIGSEGV,
-	NR_VIEWS
-};
-
-static const char *const view_names[NR_VIEWS] = {
-	"store", "zero", "store and zero", "marker", "wrong",
-	"SIGBUS", "SIGSEGV",
-};
-
-static enum view classify(const volatile uint64_t *w, uint64_t off)
-{
-	bool stored = false, zero = false, marker = true;
-
-	for (size_t j = 0; j < pg / 8; j++) {
-		/* Atomic: other touchers' write faults are atomic adds. */
-		uint64_t x = __atomic_load_n(&w[j], __ATOMIC_RELAXED);
-
-		if (x != MARKER)
-			marker = false;
-		if (x == store_word(off, j))
-			stored = true;
-		else if (!x)
-			zero = true;
-		else if (!marker)
-			return VIEW_WRONG;
-	}
-	if (marker)
-		return VIEW_MARKER;
-	return stored && zero ? VIEW_MIXED : zero ? VIEW_ZERO : VIEW_STORE;
-}
-
-/*
- * Touch the page at @addr (a write, of nothing, if @write) and look at it
- * as the store's page at @off; a signal the access got is the view.
- */
-static enum view look(uintptr_t addr, uint64_t off, bool write)
-{
-	/* Volatile: live across sigsetjmp(). */
-	volatile uint64_t *volatile w = (volatile uint64_t *)addr;
-	volatile uint64_t o = off;
-	volatile bool wr = write;
-	sigjmp_buf jb;
-	enum view v;
-	int sig;
-
-	sig = sigsetjmp(jb, 1);
-	if (sig) {
-		jump_on_signal = NULL;
-		return sig == SIGBUS ? VIEW_SIGBUS : VIEW_SIGSEGV;
-	}
-	jump_on_signal = &jb;
-	if (wr)
-		__atomic_fetch_add(w, 0, __ATOMIC_RELAXED);
-	v = classify(w, o);
-	jump_on_signal = NULL;
-	return v;
 }
 
 /* Whether @v is a view page @i of @a may show. */
@@ -548,70 +315,12 @@ static struct seen touch_range(struct area *a, size_t first, size_t count)
 
 /* ---- the runtime ----------------------------------------------------------- */
 
-struct rt_opts {
-	enum vmr_retry_policy policy;
-	enum vmr_lock_granularity granularity;
-	unsigned int threads;
-	unsigned int flags;
-};
-
-static bool refused(int err, const char *test)
-{
-	if (err != -ENOSYS && err != -EPERM)
-		return false;
-	fprintf(stderr, "%s: the kernel refuses userfaultfd (%s): skipped\n",
-		test, strerror(-err));
-	return true;
-}
-
-static void make_space(enum vmr_retry_policy policy,
-		       enum vmr_lock_granularity granularity)
-{
-	struct vmr_space_config cfg = { .policy = policy,
-					.granularity = granularity };
-
-	ck_assert_int_eq(vmr_space_create(&cfg, sizeof(cfg), &space), 0);
-}
-
-/* A space and a runtime over it; false where userfaultfd is refused. */
-static bool open_runtime(const struct rt_opts *o, const char *test)
-{
-	struct vmr_uffd_config cfg = { .threads = o->threads,
-				       .fd = -1,
-				       .flags = o->flags };
-	int err;
-
-	make_space(o->policy, o->granularity);
-	err = vmr_uffd_create(space, &cfg, sizeof(cfg), &uffd);
-	if (refused(err, test))
-		return false;
-	ck_assert_int_eq(err, 0);
-	can_poison = vmr_uffd_features(uffd) & UFFD_FEATURE_POISON;
-	return true;
-}
-
 #define RUNTIME_OR_SKIP(...)                                                   \
 	do {                                                                   \
 		struct rt_opts o_ = { __VA_ARGS__ };                           \
 		if (!open_runtime(&o_, __func__))                              \
 			return;                                                \
 	} while (0)
-
-static struct vmr_uffd_stats ustats(void)
-{
-	struct vmr_uffd_stats st;
-
-	ck_assert_int_eq(vmr_uffd_stats(uffd, &st, sizeof(st)), 0);
-	return st;
-}
-
-static struct vmr_stats sstats(void)
-{
-	struct vmr_stats st;
-
-	ck_assert_int_eq(vmr_space_stats(space, &st, sizeof(st)), 0);
-	return st;
-}
 
 /* Wait until the runtime's counter @field reaches @n. */
 #define WAIT_FOR_COUNT(field, n)                                               \
@@ -622,74 +331,6 @@ static struct vmr_stats sstats(void)
 			      (unsigned long long)ustats().field,              \
 			      (unsigned long long)(n));                        \
 	} while (0)
-
-/*
- * The runtime's counters once it is idle.  A handler thread counts a copy
- * after the ioctl that woke the faulter, and the engine counts a fault when
- * it returns, so counters read as soon as the touchers are joined may lag:
- * wait until they and the engine's fault count hold still for a while.
- */
-static struct vmr_uffd_stats settled_ustats(void)
-{
-	struct vmr_uffd_stats was = ustats(), now;
-	uint64_t faults = sstats().faults;
-	double end = vmr_test_now() + DEADLINE_S;
-	int still = 0;
-
-	while (still < 5) {
-		ck_assert_msg(vmr_test_now() < end,
-			      "the runtime's counters never held still");
-		vmr_test_sleep(0.002);
-		now = ustats();
-		if (!memcmp(&now, &was, sizeof(now)) &&
-		    sstats().faults == faults) {
-			still++;
-		} else {
-			still = 0;
-			faults = sstats().faults;
-		}
-		was = now;
-	}
-	return now;
-}
-
-/* vmr_uffd_destroy() on another thread, which may take the time it needs. */
-struct destroyer {
-	pthread_t thread;
-	struct vmr_uffd *u;
-	int ret;
-	atomic_bool done;
-};
-
-static void *destroyer_main(void *arg)
-{
-	struct destroyer *d = arg;
-
-	urcu_memb_register_thread();
-	d->ret = vmr_uffd_destroy(d->u);
-	urcu_memb_unregister_thread();
-	atomic_store(&d->done, true);
-	return NULL;
-}
-
-static void start_destroy(struct destroyer *d)
-{
-	memset(d, 0, sizeof(*d));
-	d->u = uffd;
-	atomic_init(&d->done, false);
-	ck_assert_int_eq(pthread_create(&d->thread, NULL, destroyer_main, d),
-			 0);
-}
-
-static void join_destroy(struct destroyer *d, double seconds)
-{
-	int err = vmr_test_join(d->thread, seconds);
-
-	ck_assert_msg(!err, "vmr_uffd_destroy() still running after %.1f s",
-		      seconds);
-	ck_assert_int_eq(d->ret, 0);
-	uffd = NULL;
-}
 
 /* A userfaultfd of the test's own; -errno if refused. */
 static int open_own_uffd(void)
@@ -759,33 +400,14 @@ static char thread_state(pid_t tid)
 
 static void setup(void)
 {
-	urcu_memb_register_thread();
-	pg = (size_t)sysconf(_SC_PAGESIZE);
-	memset(&store, 0, sizeof(store));
-	store.gate_off = UINT64_MAX;
-	atomic_init(&store.gate_open, true);
-	atomic_init(&store.at_gate, 0);
-	atomic_init(&store.reads, 0);
-	nr_areas = 0;
-	space = NULL;
-	uffd = NULL;
-	catch_signals();
+	harness_setup(DEADLINE_S);
 }
 
 static void teardown(void)
 {
 	ck_assert_int_eq(vmr_uffd_destroy(uffd), 0);
 	uffd = NULL;
-	/* Nothing of the runtime's is left in flight on the space. */
-	ck_assert_int_eq(vmr_space_destroy(space), 0);
-	space = NULL;
-	for (size_t i = 0; i < nr_areas; i++) {
-		if (!areas[i].gone)
-			munmap(areas[i].base, areas[i].pages * pg);
-		free(areas[i].removed);
-	}
-	nr_areas = 0;
-	urcu_memb_unregister_thread();
+	harness_teardown();
 }
 
 /* ---- create and destroy ---------------------------------------------------- */
@@ -1563,7 +1185,7 @@ START_TEST(test_unmapped_pieces_leave_the_space_while_others_fault)
 	free(v);
 	for (size_t k = 0; k < PIECES; k++)
 		munmap(a->base + (k * EVERY + LEN) * pg, (EVERY - LEN) * pg);
-	a->gone = true;
+	forget_memory(a->base);
 }
 END_TEST
 
@@ -1635,78 +1257,22 @@ START_TEST(test_a_moved_range_reads_its_store_contents_at_its_new_address)
 	free(v);
 	munmap(a->base, FROM * pg);
 	munmap(a->base + (FROM + LEN) * pg, (PAGES - FROM - LEN) * pg);
-	a->gone = true;
+	forget_memory(a->base);
 }
 END_TEST
 
 /* ---- fork --------------------------------------------------------------- */
 
-/*
- * In the child: touch every page of @a, the last first if @backwards;
- * 0 if all read right, else 10 + the first wrong view.
- */
-static int child_touch(const struct area *a, bool backwards)
-{
-	for (size_t n = 0; n < a->pages; n++) {
-		size_t i = backwards ? a->pages - 1 - n : n;
-		enum view v = look(page_addr(a, i), a->offset + i * pg, i & 1);
-
-		if (v != VIEW_STORE)
-			return 10 + (int)v;
-	}
-	return 0;
-}
-
-/* Fork; the child touches every page of @a; the status it ended with. */
-/* Whether the fork tests can run; if not, say why (they pass skipped). */
-static bool fork_events_or_skip(const char *test)
-{
-	if (VMR_TEST_TSAN) {
-		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
-				"skipped\n",
-			test);
-		return false;
-	}
-	if (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)
-		return true;
-	fprintf(stderr, "%s: no EVENT_FORK (needs CAP_SYS_PTRACE): skipped\n",
-		test);
-	return false;
-}
-
+/* Fork; the child touches every page of @a (the last first if
+ * @backwards); the status it ended with. */
 static int fork_and_touch(const struct area *a, bool backwards)
 {
-	double end;
-	pid_t pid, w;
-	int status = 0;
+	pid_t pid = fork();
 
-	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		_exit(child_touch(a, backwards));
-	end = vmr_test_now() + DEADLINE_S;
-	while ((w = waitpid(pid, &status, WNOHANG)) == 0 &&
-	       vmr_test_now() < end)
-		vmr_test_sleep(0.001);
-	if (w == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		ck_abort_msg("the child still faulting after %.0f s", DEADLINE_S);
-	}
-	ck_assert_int_eq(w, pid);
-	return status;
-}
-
-static void assert_child_read_right(int status)
-{
-	ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d",
-		      WTERMSIG(status));
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "the child read a page wrong: %s",
-		      WEXITSTATUS(status) >= 10 &&
-				      WEXITSTATUS(status) < 10 + NR_VIEWS ?
-			      view_names[WEXITSTATUS(status) - 10] :
-			      "exit status");
+	return wait_child(pid);
 }
 
 START_TEST(test_a_forked_child_is_served_by_a_runtime_of_its_own)
@@ -1718,7 +1284,7 @@ START_TEST(test_a_forked_child_is_served_by_a_runtime_of_its_own)
 	size_t n = 0;
 
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
-	if (!fork_events_or_skip(__func__))
+	if (!need_fork_events(__func__))
 		return;
 	a = new_area(PAGES, 50000);
 	map_area(a);
@@ -1750,7 +1316,7 @@ START_TEST(test_a_forked_child_finds_its_regions_at_its_first_fault)
 	struct area *a;
 
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
-	if (!fork_events_or_skip(__func__))
+	if (!need_fork_events(__func__))
 		return;
 	/* A region per page: copied in address order, the last page last. */
 	a = new_area(PAGES, 60000);
@@ -1763,26 +1329,6 @@ START_TEST(test_a_forked_child_finds_its_regions_at_its_first_fault)
 END_TEST
 
 /* ---- forced outcomes -------------------------------------------------- */
-
-/* UFFDIO_COPY of a MARKER page to @addr on @fd, as a second resolver. */
-static int copy_marker(int fd, uintptr_t addr, bool dontwake)
-{
-	uint64_t *buf;
-	struct uffdio_copy c;
-	int ret;
-
-	ck_assert_int_eq(posix_memalign((void **)&buf, pg, pg), 0);
-	for (size_t j = 0; j < pg / 8; j++)
-		buf[j] = MARKER;
-	memset(&c, 0, sizeof(c));
-	c.dst = addr;
-	c.src = (uintptr_t)buf;
-	c.len = pg;
-	c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
-	ret = ioctl(fd, UFFDIO_COPY, &c);
-	free(buf);
-	return ret ? -errno : 0;
-}
 
 /*
  * A second resolver installs page 3 while the runtime reads it: the
@@ -1975,7 +1521,7 @@ START_TEST(test_a_fault_whose_page_is_unmapped_under_it_is_woken)
 			 0);
 	ck_assert_int_eq(vmr_test_join(um.thread, DEADLINE_S), 0);
 	ck_assert_int_eq(um.ret, 0);
-	a->gone = true;
+	forget_memory(a->base);
 	open_gate();
 	err = vmr_test_join(t.thread, QUICK_S);
 	if (err) {
@@ -2223,23 +1769,13 @@ END_TEST
 
 /* ---- the suite ---------------------------------------------------------- */
 
-static TCase *add_tcase(Suite *s, const char *name, double timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
-}
-
 static Suite *uffd_suite(void)
 {
 	Suite *s = suite_create("uffd");
 	const int nr_handlers = (int)VMR_ARRAY_SIZE(handler_counts);
 	TCase *tc;
 
-	tc = add_tcase(s, "create and destroy", 60);
+	tc = add_tcase(s, "create and destroy", 60, setup, teardown);
 	tcase_add_test(tc,
 		       test_the_default_config_runs_a_handler_thread_per_cpu);
 	tcase_add_test(tc, test_bad_create_arguments_are_refused);
@@ -2256,7 +1792,7 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, test_create_without_memory_fails_with_enomem);
 	tcase_add_test(tc, test_create_without_file_descriptors_fails_with_emfile);
 
-	tc = add_tcase(s, "map and unmap", 60);
+	tc = add_tcase(s, "map and unmap", 60, setup, teardown);
 	tcase_add_test(tc, test_bad_map_arguments_are_refused);
 	tcase_add_test(tc, test_a_range_the_process_has_not_mapped_is_refused);
 	tcase_add_test(tc, test_an_overlapping_map_is_refused_with_eexist);
@@ -2265,34 +1801,34 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc,
 		       test_a_range_can_be_mapped_unmapped_and_mapped_again);
 
-	tc = add_tcase(s, "contents", 120);
+	tc = add_tcase(s, "contents", 120, setup, teardown);
 	tcase_add_loop_test(tc, test_every_page_reads_its_store_contents, 0,
 			    nr_handlers);
 
-	tc = add_tcase(s, "duplicate faults", 60);
+	tc = add_tcase(s, "duplicate faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_concurrent_faults_on_a_page_install_it_once,
 			    0, nr_handlers);
 	tcase_add_loop_test(tc,
 			    test_concurrent_faults_on_a_page_read_its_store_once,
 			    0, NR_POLICIES);
 
-	tc = add_tcase(s, "REMOVE racing faults", 60);
+	tc = add_tcase(s, "REMOVE racing faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_removed_pages_read_zero_or_their_contents,
 			    0, NR_POLICIES);
 
-	tc = add_tcase(s, "UNMAP and REMAP racing faults", 60);
+	tc = add_tcase(s, "UNMAP and REMAP racing faults", 60, setup, teardown);
 	tcase_add_test(tc,
 		       test_unmapped_pieces_leave_the_space_while_others_fault);
 	tcase_add_test(
 		tc,
 		test_a_moved_range_reads_its_store_contents_at_its_new_address);
 
-	tc = add_tcase(s, "fork", 60);
+	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_forked_child_is_served_by_a_runtime_of_its_own);
 	tcase_add_test(tc,
 		       test_a_forked_child_finds_its_regions_at_its_first_fault);
 
-	tc = add_tcase(s, "forced ioctl outcomes", 60);
+	tc = add_tcase(s, "forced ioctl outcomes", 60, setup, teardown);
 	tcase_add_loop_test(
 		tc, test_a_page_installed_behind_the_runtimes_back_is_eexist, 0,
 		2 * NR_POLICIES);
@@ -2302,17 +1838,19 @@ static Suite *uffd_suite(void)
 	tcase_add_test(tc, test_a_fault_whose_page_is_unmapped_under_it_is_woken);
 	tcase_add_test(tc, test_a_store_read_outlives_the_unmap_of_its_range);
 
-	tc = add_tcase(s, "store errors and forbidden accesses", 60);
+	tc = add_tcase(s, "store errors and forbidden accesses", 60, setup,
+		       teardown);
 	tcase_add_loop_test(tc, test_a_page_whose_store_read_fails_gets_sigbus,
 			    0, NR_POLICIES);
 	tcase_add_test(tc, test_a_write_to_a_read_only_mapping_gets_sigbus);
 	tcase_add_test(tc, test_a_fault_outside_every_region_gets_sigbus);
 
-	tc = add_tcase(s, "shutdown during a fault storm", 60);
+	tc = add_tcase(s, "shutdown during a fault storm", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_destroy_during_a_fault_storm_ends_every_fault,
 			    0, NR_POLICIES);
 
-	tc = add_tcase(s, "policies and lock granularities", 120);
+	tc = add_tcase(s, "policies and lock granularities", 120, setup,
+		       teardown);
 	tcase_add_loop_test(
 		tc, test_every_page_reads_its_store_contents_under_each_policy,
 		0, 2 * NR_POLICIES);

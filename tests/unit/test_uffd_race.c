@@ -64,8 +64,12 @@
  * Where userfaultfd is refused, or the build has no debug points and the
  * test needs them, or the kernel has no EVENT_FORK for a fork case, the
  * test says so on stderr and passes (Check has no skip).
+ *
+ * The store, the areas, the look at a page and the runtime's helpers are
+ * shared with test_uffd.c: uffd_harness.h.
  */
 #include "mm.h"
+#include "uffd_harness.h"
 #include "vmr_test.h"
 
 #include <errno.h>
@@ -73,7 +77,6 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -83,23 +86,17 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <urcu/urcu-memb.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-#define PROT_RW (VMR_PROT_READ | VMR_PROT_WRITE)
 /* How long a wait that must end may take. */
 #define DEADLINE_S 10.0
 /* How long an injection waits for the state it needs. */
 #define INJECT_S 5.0
-/* The bound on vmr_uffd_destroy() with faults in flight. */
-#define DESTROY_S 5.0
 /* How long a held event application waits for the fault's ioctl. */
 #define HOLD_S 0.05
-/* Every 8-byte word of a test MARKER page. */
-#define MARKER 0xa5a5a5a5a5a5a5a5ull
 
 /* The area of one race: PAGES pages; the fault is on page TARGET; REMOVE
  * and UNMAP cover [EV_FIRST, EV_FIRST + EV_COUNT), REMAP moves them all. */
@@ -107,10 +104,6 @@
 #define TARGET 3
 #define EV_FIRST 2
 #define EV_COUNT 3
-
-static size_t pg; /* the system page size */
-static struct vmr_space *space;
-static struct vmr_uffd *uffd;
 
 static const enum vmr_retry_policy policies[] = {
 	VMR_RETRY_VMA,
@@ -147,223 +140,17 @@ static bool lock_held_at(enum at at, enum vmr_retry_policy policy)
 	return at == AT_RESOLVE || (at == AT_STORE && policy == VMR_HOLD_IO);
 }
 
-/* ---- the backing store --------------------------------------------------- */
-
-/* Word @j of the store's page at @off: no byte is zero. */
-static uint64_t store_word(uint64_t off, size_t j)
-{
-	uint64_t x = (off >> 12) * 0x9e3779b97f4a7c15ull +
-		     (uint64_t)j * 0xbf58476d1ce4e5b9ull + 1;
-
-	x ^= x >> 31;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 29;
-	return x | 0x0101010101010101ull;
-}
-
-static void fill_page(void *buf, uint64_t off)
-{
-	uint64_t *w = buf;
-
-	for (size_t j = 0; j < pg / 8; j++)
-		w[j] = store_word(off, j);
-}
-
-/* Each read sleeps @delay_us (the storms' slow store). */
-struct store {
-	unsigned int delay_us;
-	atomic_ulong reads;
-};
-
-static struct store store;
-
-static void race_fire(void);
-static bool race_at_store(uint64_t off);
-
-static int store_read(void *arg, uint64_t off, void *buf, size_t len)
-{
-	struct store *s = arg;
-
-	atomic_fetch_add(&s->reads, 1);
-	if (race_at_store(off))
-		race_fire();
-	if (s->delay_us)
-		usleep(s->delay_us);
-	if (len != pg)
-		return -EIO;
-	fill_page(buf, off);
-	return 0;
-}
-
-static const struct vmr_uffd_store_ops store_ops = { .read = store_read };
-
 /* ---- memory of the process ------------------------------------------------ */
 
-#define MAX_MAPS 8
-
-/* What the test mapped, unmapped at teardown. */
-static struct {
-	void *addr;
-	size_t len;
-} maps[MAX_MAPS];
-static size_t nr_maps;
-
-static void *map_memory(size_t pages, int prot)
+/* A new area of @pages pages registered with the runtime, page 0 at store
+ * page @store_page; by value: a race copies it (the actor's, the moved
+ * one) and none changes it. */
+static struct area registered_area(size_t pages, uint64_t store_page)
 {
-	void *p = mmap(NULL, pages * pg, prot,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	struct area *a = new_area(pages, store_page);
 
-	ck_assert_ptr_ne(p, MAP_FAILED);
-	/* userfaultfd resolves base pages; keep THP out of the way. */
-	madvise(p, pages * pg, MADV_NOHUGEPAGE);
-	ck_assert_uint_lt(nr_maps, MAX_MAPS);
-	maps[nr_maps].addr = p;
-	maps[nr_maps].len = pages * pg;
-	nr_maps++;
-	return p;
-}
-
-/* The range at @addr is no longer the test's to unmap (a REMAP moved it
- * away and someone else may have mapped the hole since). */
-static void forget_memory(void *addr)
-{
-	for (size_t i = 0; i < nr_maps; i++)
-		if (maps[i].addr == addr)
-			maps[i].len = 0;
-}
-
-/* @pages pages registered with the runtime, page 0 at store page
- * @store_page. */
-struct area {
-	unsigned char *base;
-	size_t pages;
-	uint64_t offset;
-};
-
-static struct area new_area(size_t pages, uint64_t store_page)
-{
-	struct area a = {
-		.base = map_memory(pages, PROT_READ | PROT_WRITE),
-		.pages = pages,
-		.offset = store_page * pg,
-	};
-
-	ck_assert_int_eq(vmr_uffd_map(uffd, a.base, pages * pg, PROT_RW,
-				      a.offset, VMR_UFFD_MISSING, &store_ops,
-				      sizeof(store_ops), &store),
-			 0);
-	return a;
-}
-
-static uintptr_t page_addr(const struct area *a, size_t i)
-{
-	return (uintptr_t)a->base + i * pg;
-}
-
-static uint64_t page_off(const struct area *a, size_t i)
-{
-	return a->offset + i * pg;
-}
-
-/* Whether the space has a region at @addr, and its offset there. */
-static bool region_at(uintptr_t addr, uint64_t *offset)
-{
-	struct vmr_region *r;
-
-	vmr_space_read_lock(space);
-	r = vmr_space_find_region(space, addr);
-	if (r && offset)
-		*offset = vmr_region_offset(r) + (addr - vmr_region_start(r));
-	vmr_space_read_unlock(space);
-	return r != NULL;
-}
-
-/* ---- looking at a page: touchers survive SIGBUS and SIGSEGV -------------- */
-
-enum view {
-	VIEW_STORE,  /* the store's contents at its offset */
-	VIEW_ZERO,   /* all zero */
-	VIEW_MIXED,  /* store words and zero words */
-	VIEW_MARKER, /* the test's MARKER */
-	VIEW_WRONG,  /* anything else */
-	VIEW_SIGBUS,
-	VIEW_SIGSEGV,
-	NR_VIEWS
-};
-
-static const char *const view_names[NR_VIEWS] = {
-	"store", "zero", "store and zero", "marker", "wrong",
-	"SIGBUS", "SIGSEGV",
-};
-
-static _Thread_local sigjmp_buf *jump_on_signal;
-
-static void on_signal(int sig)
-{
-	if (jump_on_signal)
-		siglongjmp(*jump_on_signal, sig);
-	/* Not a toucher's: the access faults again and kills us. */
-	signal(sig, SIG_DFL);
-}
-
-static void catch_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	ck_assert_int_eq(sigaction(SIGBUS, &sa, NULL), 0);
-	ck_assert_int_eq(sigaction(SIGSEGV, &sa, NULL), 0);
-}
-
-static enum view classify(const volatile uint64_t *w, uint64_t off)
-{
-	bool stored = false, zero = false, marker = true;
-
-	for (size_t j = 0; j < pg / 8; j++) {
-		/* Atomic: other touchers write the page meanwhile. */
-		uint64_t x = __atomic_load_n(&w[j], __ATOMIC_RELAXED);
-
-		if (x != MARKER)
-			marker = false;
-		if (x == store_word(off, j))
-			stored = true;
-		else if (!x)
-			zero = true;
-		else if (!marker)
-			return VIEW_WRONG;
-	}
-	if (marker)
-		return VIEW_MARKER;
-	return stored && zero ? VIEW_MIXED : zero ? VIEW_ZERO : VIEW_STORE;
-}
-
-/*
- * Touch the page at @addr (a write, of nothing, if @write) and look at it
- * as the store's page at @off; a signal the access got is the view.
- */
-static enum view look(uintptr_t addr, uint64_t off, bool write)
-{
-	/* Volatile: live across sigsetjmp(). */
-	volatile uint64_t *volatile w = (volatile uint64_t *)addr;
-	volatile uint64_t o = off;
-	volatile bool wr = write;
-	sigjmp_buf jb;
-	enum view v;
-	int sig;
-
-	sig = sigsetjmp(jb, 1);
-	if (sig) {
-		jump_on_signal = NULL;
-		return sig == SIGBUS ? VIEW_SIGBUS : VIEW_SIGSEGV;
-	}
-	jump_on_signal = &jb;
-	if (wr)
-		__atomic_fetch_add(w, 0, __ATOMIC_RELAXED);
-	v = classify(w, o);
-	jump_on_signal = NULL;
-	return v;
+	map_area(a);
+	return *a;
 }
 
 /* One thread that touches one page once; the test thread reads @view. */
@@ -407,23 +194,12 @@ static enum view look_from_thread(uintptr_t addr, uint64_t off);
 
 /* ---- the runtime ----------------------------------------------------------- */
 
-static bool refused(int err, const char *test)
-{
-	if (err != -ENOSYS && err != -EPERM)
-		return false;
-	fprintf(stderr, "%s: the kernel refuses userfaultfd (%s): skipped\n",
-		test, strerror(-err));
-	return true;
-}
-
 /* A space under @policy and a runtime of @threads handler threads over
- * it; false where userfaultfd is refused. */
-static bool open_runtime(enum vmr_retry_policy policy, unsigned int threads,
-			 const char *test)
+ * it; false where userfaultfd is refused or valgrind runs the test. */
+static bool open_race_runtime(enum vmr_retry_policy policy,
+			      unsigned int threads, const char *test)
 {
-	struct vmr_space_config scfg = { .policy = policy };
-	struct vmr_uffd_config cfg = { .threads = threads, .fd = -1 };
-	int err;
+	struct rt_opts o = { .policy = policy, .threads = threads };
 
 	if (getenv("VMR_TEST_VALGRIND")) {
 		/* Valgrind runs one thread at a time: a thread asleep in a
@@ -432,12 +208,7 @@ static bool open_runtime(enum vmr_retry_policy policy, unsigned int threads,
 			test);
 		return false;
 	}
-	ck_assert_int_eq(vmr_space_create(&scfg, sizeof(scfg), &space), 0);
-	err = vmr_uffd_create(space, &cfg, sizeof(cfg), &uffd);
-	if (refused(err, test))
-		return false;
-	ck_assert_int_eq(err, 0);
-	return true;
+	return open_runtime(&o, test);
 }
 
 static bool need_debug_points(const char *test)
@@ -448,66 +219,6 @@ static bool need_debug_points(const char *test)
 			"skipped\n",
 		test);
 	return false;
-}
-
-static bool need_fork_events(const char *test)
-{
-	if (VMR_TEST_TSAN) {
-		fprintf(stderr, "%s: fork() with EVENT_FORK under TSan: "
-				"skipped\n",
-			test);
-		return false;
-	}
-	if (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK)
-		return true;
-	fprintf(stderr, "%s: no EVENT_FORK (needs CAP_SYS_PTRACE): skipped\n",
-		test);
-	return false;
-}
-
-static struct vmr_uffd_stats ustats(void)
-{
-	struct vmr_uffd_stats st;
-
-	ck_assert_int_eq(vmr_uffd_stats(uffd, &st, sizeof(st)), 0);
-	return st;
-}
-
-static struct vmr_stats sstats(void)
-{
-	struct vmr_stats st;
-
-	ck_assert_int_eq(vmr_space_stats(space, &st, sizeof(st)), 0);
-	return st;
-}
-
-/*
- * The runtime's counters once it is idle: a handler thread counts after
- * the ioctl that woke the faulter, so wait until they and the engine's
- * fault count hold still for a while.
- */
-static struct vmr_uffd_stats settled_ustats(void)
-{
-	struct vmr_uffd_stats was = ustats(), now;
-	uint64_t faults = sstats().faults;
-	double end = vmr_test_now() + DEADLINE_S;
-	int still = 0;
-
-	while (still < 5) {
-		ck_assert_msg(vmr_test_now() < end,
-			      "the runtime's counters never held still");
-		vmr_test_sleep(0.002);
-		now = ustats();
-		if (!memcmp(&now, &was, sizeof(now)) &&
-		    sstats().faults == faults) {
-			still++;
-		} else {
-			still = 0;
-			faults = sstats().faults;
-		}
-		was = now;
-	}
-	return now;
 }
 
 static enum view look_from_thread(uintptr_t addr, uint64_t off)
@@ -548,41 +259,7 @@ static void join_faulter(struct toucher *t, void *range, size_t len,
 		     (unsigned long long)u.eexist);
 }
 
-/* UFFDIO_COPY of a MARKER page to @addr on the runtime's descriptor. */
-static int copy_marker(uintptr_t addr, bool dontwake)
-{
-	struct uffdio_copy c;
-	uint64_t *buf;
-	int ret;
-
-	if (posix_memalign((void **)&buf, pg, pg))
-		return -ENOMEM;
-	for (size_t j = 0; j < pg / 8; j++)
-		buf[j] = MARKER;
-	memset(&c, 0, sizeof(c));
-	c.dst = addr;
-	c.src = (uintptr_t)buf;
-	c.len = pg;
-	c.mode = dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
-	ret = ioctl(vmr_uffd_fd(uffd), UFFDIO_COPY, &c) ? -errno : 0;
-	free(buf);
-	return ret;
-}
-
 /* ---- the actor: causes the event when told ------------------------------- */
-
-/* In a forked child: 0 if every page of @a reads its store contents, else
- * 10 + the first wrong view. */
-static int child_touch(const struct area *a)
-{
-	for (size_t i = 0; i < a->pages; i++) {
-		enum view v = look(page_addr(a, i), page_off(a, i), i & 1);
-
-		if (v != VIEW_STORE)
-			return 10 + (int)v;
-	}
-	return 0;
-}
 
 struct actor {
 	pthread_t thread;
@@ -639,7 +316,7 @@ static void *actor_main(void *arg)
 	case EV_FORK:
 		a->child = fork();
 		if (a->child == 0)
-			_exit(child_touch(&a->area));
+			_exit(child_touch(&a->area, false));
 		a->ret = a->child < 0 ? errno : 0;
 		break;
 	default:
@@ -663,38 +340,6 @@ static void start_actor(struct actor *a, enum event ev, const struct area *area,
 	ck_assert_int_eq(pthread_create(&a->thread, NULL, actor_main, a), 0);
 }
 
-/* The exit status of the actor's child, which must end within the
- * deadline (it is killed if not, and the test fails). */
-static int wait_child(pid_t pid)
-{
-	double end = vmr_test_now() + DEADLINE_S;
-	int status = 0;
-	pid_t w;
-
-	while ((w = waitpid(pid, &status, WNOHANG)) == 0 &&
-	       vmr_test_now() < end)
-		vmr_test_sleep(0.001);
-	if (w == 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		ck_abort_msg("the forked child still faulting after %.0f s",
-			     DEADLINE_S);
-	}
-	ck_assert_int_eq(w, pid);
-	return status;
-}
-
-static void assert_child_read_right(int status)
-{
-	ck_assert_msg(!WIFSIGNALED(status), "the child died of signal %d",
-		      WTERMSIG(status));
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "the child read a page wrong: %s",
-		      WEXITSTATUS(status) >= 10 &&
-				      WEXITSTATUS(status) < 10 + NR_VIEWS ?
-			      view_names[WEXITSTATUS(status) - 10] :
-			      "exit status");
-}
 
 /* ---- the injection ---------------------------------------------------- */
 
@@ -820,7 +465,8 @@ static void fire_coalesce(void)
 	VMR_WAIT_FOR(ok, atomic_load(&race.dup_waiting), INJECT_S);
 	if (!ok)
 		race_error("the duplicate fault never waited for the page");
-	atomic_store(&race.copy_err, copy_marker(race.addr, true));
+	atomic_store(&race.copy_err,
+		     copy_marker(vmr_uffd_fd(uffd), race.addr, true));
 }
 
 static void race_fire(void)
@@ -834,7 +480,8 @@ static void race_fire(void)
 		break;
 	case DO_EEXIST:
 		atomic_store(&race.copy_err,
-			     copy_marker(race.addr, race.dontwake));
+			     copy_marker(vmr_uffd_fd(uffd), race.addr,
+					 race.dontwake));
 		break;
 	case DO_PARK:
 		fire_park();
@@ -844,6 +491,13 @@ static void race_fire(void)
 		break;
 	}
 	atomic_store(&race.returned, true);
+}
+
+/* The store read's injection point (AT_STORE), in every build. */
+static void race_store_read(uint64_t off)
+{
+	if (race_at_store(off))
+		race_fire();
 }
 
 /*
@@ -911,10 +565,8 @@ static void assert_race_ran(void)
 
 static void setup(void)
 {
-	urcu_memb_register_thread();
-	pg = (size_t)sysconf(_SC_PAGESIZE);
-	memset(&store, 0, sizeof(store));
-	atomic_init(&store.reads, 0);
+	harness_setup(DEADLINE_S);
+	store.on_read = race_store_read;
 	memset(&race, 0, sizeof(race));
 	atomic_init(&race.armed, false);
 	atomic_init(&race.fired, false);
@@ -925,13 +577,18 @@ static void setup(void)
 	atomic_init(&race.copy_err, 0);
 	atomic_init(&race.err, NULL);
 	atomic_init(&race_faulter_done, false);
-	nr_maps = 0;
-	space = NULL;
-	uffd = NULL;
-	catch_signals();
 }
 
-static void destroy_runtime(void);
+/* The teardown's destroy, bounded too: a hang fails the test. */
+static void destroy_runtime(void)
+{
+	struct destroyer d;
+
+	if (!uffd)
+		return;
+	start_destroy(&d);
+	join_destroy(&d, DESTROY_S);
+}
 
 static void teardown(void)
 {
@@ -939,14 +596,7 @@ static void teardown(void)
 		vmr_debug_set(NULL, NULL);
 	atomic_store(&race.armed, false);
 	destroy_runtime();
-	/* Nothing of the runtime's is left in flight on the space. */
-	ck_assert_int_eq(vmr_space_destroy(space), 0);
-	space = NULL;
-	for (size_t i = 0; i < nr_maps; i++)
-		if (maps[i].len)
-			munmap(maps[i].addr, maps[i].len);
-	nr_maps = 0;
-	urcu_memb_unregister_thread();
+	harness_teardown();
 }
 
 /* ---- an event at each point of a fault ------------------------------------ */
@@ -973,13 +623,13 @@ START_TEST(test_an_event_at_each_point_of_a_fault_leaves_every_page_right)
 
 	if (at != AT_STORE && !need_debug_points(__func__))
 		return;
-	if (!open_runtime(policy, mode == PENDING ? 1 : 3, __func__))
+	if (!open_race_runtime(policy, mode == PENDING ? 1 : 3, __func__))
 		return;
 	if (ev == EV_FORK && !need_fork_events(__func__))
 		return;
 	fprintf(stderr, "%s: %s at %s, %s, policy %d\n", __func__,
 		ev_names[ev], at_names[at], mode_names[mode], (int)policy);
-	a = new_area(PAGES, 1000 + (uint64_t)_i * 2 * PAGES);
+	a = registered_area(PAGES, 1000 + (uint64_t)_i * 2 * PAGES);
 	if (ev == EV_REMAP)
 		dest = map_memory(PAGES, PROT_NONE);
 	start_actor(&act, ev, &a, dest);
@@ -1145,9 +795,9 @@ START_TEST(test_a_page_installed_at_each_point_of_a_fault_is_eexist_and_woken)
 
 	if (at != AT_STORE && !need_debug_points(__func__))
 		return;
-	if (!open_runtime(policy, 1, __func__))
+	if (!open_race_runtime(policy, 1, __func__))
 		return;
-	a = new_area(PAGES, 5000 + (uint64_t)_i * PAGES);
+	a = registered_area(PAGES, 5000 + (uint64_t)_i * PAGES);
 	race.dontwake = dontwake;
 	arm(at, DO_EEXIST, &a, TARGET);
 	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
@@ -1186,9 +836,9 @@ START_TEST(test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken)
 
 	if (!need_debug_points(__func__))
 		return;
-	if (!open_runtime(VMR_HOLD_IO, 2, __func__))
+	if (!open_race_runtime(VMR_HOLD_IO, 2, __func__))
 		return;
-	a = new_area(PAGES, 9000);
+	a = registered_area(PAGES, 9000);
 	arm(AT_RESOLVE, DO_COALESCE, &a, TARGET);
 	start_toucher(&t[0], page_addr(&a, TARGET), page_off(&a, TARGET));
 	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
@@ -1209,52 +859,6 @@ START_TEST(test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken)
 END_TEST
 
 /* ---- shutdown ----------------------------------------------------------- */
-
-/* vmr_uffd_destroy() on another thread, which may take the time it needs. */
-struct destroyer {
-	pthread_t thread;
-	struct vmr_uffd *u;
-	int ret;
-};
-
-static void *destroyer_main(void *arg)
-{
-	struct destroyer *d = arg;
-
-	urcu_memb_register_thread();
-	d->ret = vmr_uffd_destroy(d->u);
-	urcu_memb_unregister_thread();
-	return NULL;
-}
-
-static void start_destroy(struct destroyer *d)
-{
-	memset(d, 0, sizeof(*d));
-	d->u = uffd;
-	ck_assert_int_eq(pthread_create(&d->thread, NULL, destroyer_main, d),
-			 0);
-}
-
-static void join_destroy(struct destroyer *d, double seconds)
-{
-	int err = vmr_test_join(d->thread, seconds);
-
-	ck_assert_msg(!err, "vmr_uffd_destroy() still running after %.1f s",
-		      seconds);
-	ck_assert_int_eq(d->ret, 0);
-	uffd = NULL;
-}
-
-/* The teardown's destroy, bounded too: a hang fails the test. */
-static void destroy_runtime(void)
-{
-	struct destroyer d;
-
-	if (!uffd)
-		return;
-	start_destroy(&d);
-	join_destroy(&d, DESTROY_S);
-}
 
 /*
  * The only handler thread is parked at a point of a fault, with a REMOVE
@@ -1277,9 +881,9 @@ START_TEST(test_destroy_with_a_fault_parked_and_an_event_queued_ends_both)
 
 	if (at != AT_STORE && !need_debug_points(__func__))
 		return;
-	if (!open_runtime(policy, 1, __func__))
+	if (!open_race_runtime(policy, 1, __func__))
 		return;
-	a = new_area(PAGES, 12000 + (uint64_t)_i * PAGES);
+	a = registered_area(PAGES, 12000 + (uint64_t)_i * PAGES);
 	start_actor(&act, EV_REMOVE, &a, NULL);
 	race.actor = &act;
 	race.faulter = &t;
@@ -1404,7 +1008,8 @@ struct remover {
 	atomic_uchar *removed;
 	uint64_t seed;
 	atomic_bool *stop;
-	unsigned int rounds, failed;
+	atomic_uint rounds;
+	unsigned int failed;
 };
 
 static void *remover_main(void *arg)
@@ -1421,7 +1026,7 @@ static void *remover_main(void *arg)
 			atomic_store(&r->removed[i], 1);
 		if (madvise(r->a->base + first * pg, len * pg, MADV_DONTNEED))
 			r->failed++;
-		r->rounds++;
+		atomic_fetch_add(&r->rounds, 1);
 		vmr_test_sleep(0.001);
 	}
 	return NULL;
@@ -1433,7 +1038,8 @@ struct forker {
 	pthread_t thread;
 	struct area *a;
 	atomic_bool *stop;
-	unsigned int forks, bad;
+	atomic_uint forks;
+	unsigned int bad;
 	int bad_status;
 };
 
@@ -1455,7 +1061,7 @@ static void *forker_main(void *arg)
 	while (!atomic_load(f->stop)) {
 		double end = vmr_test_now() + DEADLINE_S;
 		int status = 0;
-		pid_t pid = fork(), w;
+		pid_t pid = fork();
 
 		if (pid == 0)
 			_exit(child_touch_storm(f->a));
@@ -1463,15 +1069,9 @@ static void *forker_main(void *arg)
 			f->bad++;
 			break;
 		}
-		f->forks++;
-		while ((w = waitpid(pid, &status, WNOHANG)) == 0 &&
-		       vmr_test_now() < end)
-			vmr_test_sleep(0.001);
-		if (w == 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
+		atomic_fetch_add(&f->forks, 1);
+		if (reap_child(pid, end, &status) == 0)
 			status = -1;
-		}
 		if (status && !f->bad++)
 			f->bad_status = status;
 		vmr_test_sleep(0.005);
@@ -1497,15 +1097,17 @@ START_TEST(test_destroy_during_a_storm_of_faults_and_events_ends_them_all)
 	struct forker fk;
 	struct destroyer d;
 	uint64_t total, zero;
-	bool forks;
+	bool forks, ok;
 
-	if (!open_runtime(policies[_i], 2, __func__))
+	if (!open_race_runtime(policies[_i], 2, __func__))
 		return;
 	forks = (vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_FORK) &&
 		!VMR_TEST_TSAN;
+	store.slow_every = 1;
 	store.delay_us = 200;
 	for (size_t k = 0; k < STORM_AREAS; k++)
-		areas[k] = new_area(STORM_PAGES, 20000 + k * 2 * STORM_PAGES);
+		areas[k] = registered_area(STORM_PAGES,
+					   20000 + k * 2 * STORM_PAGES);
 	removed = calloc(STORM_PAGES, sizeof(*removed));
 	ck_assert_ptr_nonnull(removed);
 	atomic_init(&stop, false);
@@ -1519,6 +1121,12 @@ START_TEST(test_destroy_during_a_storm_of_faults_and_events_ends_them_all)
 		ck_assert_int_eq(pthread_create(&fk.thread, NULL, forker_main,
 						&fk),
 				 0);
+	/* The destroy comes in the middle of it all: after a fork and a
+	 * round of removes (a loaded machine may take a while to start). */
+	VMR_WAIT_FOR(ok, atomic_load(&rm.rounds) > 0 &&
+				 (!forks || atomic_load(&fk.forks) > 0),
+		     DEADLINE_S);
+	ck_assert_msg(ok, "no remove round or no fork began");
 	vmr_test_sleep(0.15);
 	start_destroy(&d);
 	join_destroy(&d, DESTROY_S);
@@ -1558,11 +1166,13 @@ START_TEST(test_shutdown_during_a_fault_storm_then_destroy_ends_every_fault)
 	uint64_t total, zero, faults;
 	bool ok;
 
-	if (!open_runtime(policies[_i], 2, __func__))
+	if (!open_race_runtime(policies[_i], 2, __func__))
 		return;
+	store.slow_every = 1;
 	store.delay_us = 200;
 	for (size_t k = 0; k < STORM_AREAS; k++)
-		areas[k] = new_area(STORM_PAGES, 40000 + k * 2 * STORM_PAGES);
+		areas[k] = registered_area(STORM_PAGES,
+					   40000 + k * 2 * STORM_PAGES);
 	atomic_init(&stop, false);
 	start_storm(s, areas, &stop, NULL);
 	vmr_test_sleep(0.1);
@@ -1661,10 +1271,10 @@ START_TEST(test_a_fork_while_an_event_is_applied_returns)
 	bool ok;
 
 	if (!need_debug_points(__func__) ||
-	    !open_runtime(VMR_RETRY_VMA, 1, __func__) ||
+	    !open_race_runtime(VMR_RETRY_VMA, 1, __func__) ||
 	    !need_fork_events(__func__))
 		return;
-	a = new_area(PAGES, 60000);
+	a = registered_area(PAGES, 60000);
 	ck_assert(look(page_addr(&a, 0), page_off(&a, 0), false) ==
 		  VIEW_STORE);
 	atomic_init(&fk_race.parked, false);
@@ -1694,27 +1304,19 @@ END_TEST
 
 /* ---- the suite ---------------------------------------------------------- */
 
-static TCase *add_tcase(Suite *s, const char *name, double timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, timeout);
-	suite_add_tcase(s, tc);
-	return tc;
-}
-
 static Suite *uffd_race_suite(void)
 {
 	Suite *s = suite_create("uffd_race");
 	TCase *tc;
 
-	tc = add_tcase(s, "an event at each point of a fault", 60);
+	tc = add_tcase(s, "an event at each point of a fault", 60, setup,
+		       teardown);
 	tcase_add_loop_test(
 		tc, test_an_event_at_each_point_of_a_fault_leaves_every_page_right,
 		0, EVENT_CASES);
 
-	tc = add_tcase(s, "EEXIST at each point of a fault", 60);
+	tc = add_tcase(s, "EEXIST at each point of a fault", 60, setup,
+		       teardown);
 	tcase_add_loop_test(
 		tc,
 		test_a_page_installed_at_each_point_of_a_fault_is_eexist_and_woken,
@@ -1722,10 +1324,10 @@ static Suite *uffd_race_suite(void)
 	tcase_add_test(
 		tc, test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken);
 
-	tc = add_tcase(s, "fork", 60);
+	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_fork_while_an_event_is_applied_returns);
 
-	tc = add_tcase(s, "shutdown", 60);
+	tc = add_tcase(s, "shutdown", 60, setup, teardown);
 	tcase_add_loop_test(
 		tc, test_destroy_with_a_fault_parked_and_an_event_queued_ends_both,
 		0, NR_AT * 2);
