@@ -82,12 +82,15 @@ void *vmr_alloc_align(size_t size, size_t align)
 	return alloc(size, align);
 }
 
-void *vmr_zalloc(size_t size)
+void *vmr_realloc(void *ptr, size_t used, size_t size)
 {
-	void *p = alloc(size, 0);
+	void *p = vmr_alloc_plain(size, 0);
 
-	if (p)
-		memset(p, 0, size);
+	if (!p)
+		return NULL;
+	if (used)
+		memcpy(p, ptr, used);
+	vmr_free(ptr);
 	return p;
 }
 

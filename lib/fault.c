@@ -45,11 +45,6 @@
 	(VMR_FAULT_OOM | VMR_FAULT_SIGBUS | VMR_FAULT_MAJOR |                 \
 	 VMR_FAULT_SIGSEGV | VMR_FAULT_NOPAGE | VMR_FAULT_LOCKED |            \
 	 VMR_FAULT_RETRY | VMR_FAULT_RETRY_VMA | VMR_FAULT_COMPLETED)
-#define CALLER_FLAGS                                                           \
-	(VMR_FAULT_FLAG_WRITE | VMR_FAULT_FLAG_ALLOW_RETRY |                  \
-	 VMR_FAULT_FLAG_RETRY_NOWAIT | VMR_FAULT_FLAG_KILLABLE |              \
-	 VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_USER |                         \
-	 VMR_FAULT_FLAG_INSTRUCTION | VMR_FAULT_FLAG_INTERRUPTIBLE)
 
 static inline void count(struct vmr_tstate *ts, size_t idx)
 {
@@ -109,16 +104,6 @@ vmr_fault_t vmr_fault_release_for_io(struct vmr_fault *vmf)
 	if (was_vma && policy == VMR_RETRY_VMA)
 		return VMR_FAULT_RETRY | VMR_FAULT_RETRY_VMA;
 	return VMR_FAULT_RETRY;
-}
-
-/* access_error(): may this access be made to @r at all? */
-static bool access_error(const struct vmr_region *r, unsigned int flags)
-{
-	if (flags & VMR_FAULT_FLAG_WRITE)
-		return !(r->prot & VMR_PROT_WRITE);
-	if (flags & VMR_FAULT_FLAG_INSTRUCTION)
-		return !(r->prot & VMR_PROT_EXEC);
-	return !(r->prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
 }
 
 static bool shut_down(const struct vmr_space *space)
@@ -241,7 +226,7 @@ static bool fault_on_vma_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 		vmf->region = vmf->range.region;
 		vmf->lock = VMR_FAULT_LOCK_VMA;
 		vmf->flags = *flags | VMR_FAULT_FLAG_VMA_LOCK;
-		if (access_error(vmf->region, *flags)) {
+		if (vmr_access_error(vmf->region, *flags)) {
 			vmr_fault_release(vmf);
 			count(ts, VMR_STAT(vma_lock_success));
 			*res = VMR_FAULT_SIGSEGV;
@@ -284,7 +269,7 @@ static void fault_on_space_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
 		vmf->region = vmr_tree_lookup(space->tree, vmf->real_address,
 					      NULL);
 		vmf->flags = flags;
-		if (!vmf->region || access_error(vmf->region, flags)) {
+		if (!vmf->region || vmr_access_error(vmf->region, flags)) {
 			vmr_fault_release(vmf);
 			*res = VMR_FAULT_SIGSEGV;
 			return;
@@ -329,7 +314,7 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 	uint64_t start = 0;
 	vmr_fault_t res = VMR_FAULT_RETRY;
 
-	if (!space || !result || (flags & ~CALLER_FLAGS) ||
+	if (!space || !result || (flags & ~VMR_FAULT_CALLER_FLAGS) ||
 	    (flags & (VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_ALLOW_RETRY)) ==
 		    VMR_FAULT_FLAG_TRIED)
 		return -EINVAL;

@@ -64,7 +64,6 @@ int vmr_misuse(const char *what);
  * (forkguard.c): so a thread holding a lock of ours may allocate.
  */
 void *vmr_alloc(size_t size);
-void *vmr_zalloc(size_t size);
 void vmr_free(void *ptr);
 /* For objects with cache-line-aligned members; vmr_free() frees it. */
 #define VMR_ALLOC_ALIGN 64
@@ -73,6 +72,9 @@ void *vmr_alloc_aligned(size_t size);
 void *vmr_alloc_align(size_t size, size_t align);
 /* Without failure injection: for allocators that inject their own. */
 void *vmr_alloc_plain(size_t size, size_t align);
+/* realloc() that copies the @used bytes we know of (no injection): NULL,
+ * and @ptr untouched, on failure. */
+void *vmr_realloc(void *ptr, size_t used, size_t size);
 
 /*
  * The fork guard (forkguard.c).  vmr_fork_guard_init() installs its

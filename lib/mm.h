@@ -181,6 +181,24 @@ static inline bool vmr_ranges_overlap(uintptr_t s1, uintptr_t e1, uintptr_t s2,
 	return s1 < e2 && s2 < e1;
 }
 
+/* The VMR_FAULT_FLAG_* a caller may pass (VMA_LOCK is the engine's). */
+#define VMR_FAULT_CALLER_FLAGS                                                 \
+	(VMR_FAULT_FLAG_WRITE | VMR_FAULT_FLAG_ALLOW_RETRY |                  \
+	 VMR_FAULT_FLAG_RETRY_NOWAIT | VMR_FAULT_FLAG_KILLABLE |              \
+	 VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_USER |                         \
+	 VMR_FAULT_FLAG_INSTRUCTION | VMR_FAULT_FLAG_INTERRUPTIBLE)
+
+/* access_error(): may not this access (VMR_FAULT_FLAG_*) be made to @r? */
+static inline bool vmr_access_error(const struct vmr_region *r,
+				    unsigned int flags)
+{
+	if (flags & VMR_FAULT_FLAG_WRITE)
+		return !(r->prot & VMR_PROT_WRITE);
+	if (flags & VMR_FAULT_FLAG_INSTRUCTION)
+		return !(r->prot & VMR_PROT_EXEC);
+	return !(r->prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
+}
+
 /* Write-lock state, lib/rangelock.c; the space lock is held for write. */
 
 /* Mark [start, end) of @region (all of it under VMR_LOCK_REGION). */

@@ -193,12 +193,7 @@ int vmr_page_wait(struct vmr_pagemap *map, size_t index, unsigned int flags,
 }
 
 /* Every VMR_FAULT_FLAG_*: a handler may pass its fault's flags. */
-#define FAULT_FLAGS                                                            \
-	(VMR_FAULT_FLAG_WRITE | VMR_FAULT_FLAG_ALLOW_RETRY |                  \
-	 VMR_FAULT_FLAG_RETRY_NOWAIT | VMR_FAULT_FLAG_KILLABLE |              \
-	 VMR_FAULT_FLAG_TRIED | VMR_FAULT_FLAG_USER |                         \
-	 VMR_FAULT_FLAG_INSTRUCTION | VMR_FAULT_FLAG_INTERRUPTIBLE |          \
-	 VMR_FAULT_FLAG_VMA_LOCK)
+#define FAULT_FLAGS (VMR_FAULT_CALLER_FLAGS | VMR_FAULT_FLAG_VMA_LOCK)
 
 int vmr_page_lock(struct vmr_pagemap *map, size_t index, unsigned int flags)
 {

@@ -118,10 +118,8 @@ static struct vmr_tstate *tstate_claim(struct vmr_tstate_table *table,
 	if (nr % VMR_TSTATE_CHUNK == 0) {
 		struct vmr_tstate *chunk;
 
-		chunk = vmr_alloc_injected_failure() ?
-				NULL :
-				vmr_alloc_plain(VMR_TSTATE_CHUNK * sizeof(*chunk),
-						VMR_CACHELINE);
+		chunk = vmr_alloc_align(VMR_TSTATE_CHUNK * sizeof(*chunk),
+					VMR_CACHELINE);
 		if (!chunk)
 			return NULL;
 		memset(chunk, 0, VMR_TSTATE_CHUNK * sizeof(*chunk));
@@ -169,12 +167,10 @@ static struct vmr_tstate *tstate_slow(struct vmr_space *space)
 	}
 	if (!ts && t->nr == t->cap) {
 		size_t cap = t->cap * 2 + 4;
-		struct owned *all = vmr_alloc_plain(cap * sizeof(*all), 0);
+		struct owned *all = vmr_realloc(t->all, t->nr * sizeof(*all),
+						cap * sizeof(*all));
 
 		if (all) {
-			if (t->nr)
-				memcpy(all, t->all, t->nr * sizeof(*all));
-			vmr_free(t->all);
 			t->all = all;
 			t->cap = cap;
 		}

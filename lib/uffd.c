@@ -36,7 +36,8 @@
  * holds (UFFDIO_COPY takes the mmap lock, which no event holds while it
  * waits to be read): no deadlock.  (A shared rwlock here, one read-side
  * atomic per install and sleeps behind the reader, cost a third of the
- * throughput at two handler threads.)
+ * throughput at two handler threads.)  With one handler thread the
+ * reader is the installer: neither side runs, and a fault pays no fence.
  *
  * Events change the space with the ordinary update calls, under its write
  * lock, which waits for the faults installing pages in the range:
@@ -428,9 +429,15 @@ static vmr_fault_t give_up(struct vmr_fault *vmf, struct fault_ctx *c,
 	return VMR_FAULT_COMPLETED;
 }
 
-/* Enter an install: no read() of messages runs until install_end(). */
+/*
+ * Enter an install: no read() of messages runs until install_end().  With
+ * one handler thread the reader is the installer: nothing to exclude, and
+ * no fence on the fault path.
+ */
 static void install_begin(struct handler *h)
 {
+	if (h->uffd->nr_threads == 1)
+		return;
 	for (;;) {
 		atomic_store_explicit(&h->installing, true,
 				      memory_order_relaxed);
@@ -450,7 +457,9 @@ static void install_begin(struct handler *h)
 
 static void install_end(struct handler *h)
 {
-	atomic_store_explicit(&h->installing, false, memory_order_release);
+	if (h->uffd->nr_threads > 1)
+		atomic_store_explicit(&h->installing, false,
+				      memory_order_release);
 }
 
 static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
@@ -582,7 +591,6 @@ installed:
 
 /* ---- messages ----------------------------------------------------------- */
 
-/* One page-fault message; false if it must be retried later (EAGAIN). */
 /*
  * Poison @addr, whose fault found no region or a forbidden access, unless
  * the range has been mapped since (a stale message, then vmr_uffd_map()
@@ -602,10 +610,7 @@ static enum outcome poison_unless_mapped(struct handler *h, uintptr_t addr,
 
 	vmr_space_read_lock(space);
 	r = vmr_space_find_region(space, addr);
-	if (r && ((fflags & VMR_FAULT_FLAG_WRITE) ?
-			  (r->prot & VMR_PROT_WRITE) :
-			  (r->prot & (VMR_PROT_READ | VMR_PROT_WRITE |
-				      VMR_PROT_EXEC))))
+	if (r && !vmr_access_error(r, fflags))
 		o = OUT_GONE;
 	else
 		o = do_poison(h, addr);
@@ -613,6 +618,7 @@ static enum outcome poison_unless_mapped(struct handler *h, uintptr_t addr,
 	return o;
 }
 
+/* One page-fault message; false if it must be retried later (EAGAIN). */
 static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 {
 	struct vmr_uffd *u = h->uffd;
@@ -734,12 +740,9 @@ static size_t copy_regions(struct vmr_space *space, uintptr_t start,
 			struct region_copy *nv;
 
 			cap = cap * 2 + 8;
-			nv = vmr_alloc(cap * sizeof(*v));
+			nv = vmr_realloc(v, n * sizeof(*v), cap * sizeof(*v));
 			if (!nv)
 				break;
-			if (n)
-				memcpy(nv, v, n * sizeof(*v));
-			vmr_free(v);
 			v = nv;
 		}
 		v[n].start = r->start < start ? start : r->start;
@@ -862,6 +865,8 @@ static void read_begin(struct handler *h)
 {
 	struct vmr_uffd *u = h->uffd;
 
+	if (u->nr_threads == 1)
+		return;
 	atomic_store_explicit(&u->reading, true, memory_order_relaxed);
 	/* Pairs with the fence in install_begin(). */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1477,10 +1482,12 @@ static void start_children(struct vmr_uffd *u)
 			      memory_order_relaxed);
 	pthread_mutex_lock(&u->children_lock);
 	for (struct vmr_uffd *c = u->children; c; c = c->next_child) {
-		if (c->started || c->fd < 0 || !start_threads(c))
+		if (c->started || c->fd < 0)
 			continue;
-		close(c->fd);
-		c->fd = -1;
+		if (start_threads(c)) {
+			close(c->fd);
+			c->fd = -1;
+		}
 	}
 	pthread_mutex_unlock(&u->children_lock);
 	vmr_fork_leave();
