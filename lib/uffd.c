@@ -38,6 +38,10 @@
  * atomic per install and sleeps behind the reader, cost a third of the
  * throughput at two handler threads.)  With one handler thread the
  * reader is the installer: neither side runs, and a fault pays no fence.
+ * Only the copy itself needs the exclusion, not the wake-up of the thread
+ * it resolves (a cross-CPU one as a rule): inside the exclusion a copy is
+ * made with UFFDIO_COPY_MODE_DONTWAKE, and UFFDIO_WAKE follows
+ * install_end().
  *
  * Events change the space with the ordinary update calls, under its write
  * lock, which waits for the faults installing pages in the range:
@@ -72,7 +76,8 @@
  * until it is done with it, so an unmap during the read cannot free it.
  *
  * Ioctl outcomes (both encodings: -1/errno and a negative count field):
- *   done         the page is installed, and the ioctl woke the faulter;
+ *   done         the page is installed, and the faulter woken (by the
+ *                ioctl, or by UFFDIO_WAKE after a DONTWAKE copy);
  *   EEXIST       someone installed it already: done, and UFFDIO_WAKE;
  *   EAGAIN       the layout is changing (an event is queued and unread, or
  *                just read and not yet completed): the fault is deferred
@@ -305,13 +310,20 @@ static enum outcome settle(struct handler *h, enum outcome o, uintptr_t addr)
 	return o;
 }
 
-static enum outcome do_copy(struct handler *h, uintptr_t addr, bool wp)
+/*
+ * Install the thread's page buffer at @addr.  With @dontwake the copy does
+ * not wake the faulting thread: the caller must wake() the page if the
+ * outcome is OUT_OK (settle() wakes on EEXIST itself).
+ */
+static enum outcome do_copy(struct handler *h, uintptr_t addr, bool wp,
+			    bool dontwake)
 {
 	struct uffdio_copy c = {
 		.dst = addr,
 		.src = (uintptr_t)h->buf,
 		.len = h->uffd->page,
-		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+		.mode = (wp ? UFFDIO_COPY_MODE_WP : 0) |
+			(dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0),
 	};
 	int ret = ioctl(h->uffd->fd, UFFDIO_COPY, &c);
 	enum outcome o = outcome_of(ret, c.copy, c.len);
@@ -432,12 +444,12 @@ static vmr_fault_t give_up(struct vmr_fault *vmf, struct fault_ctx *c,
 /*
  * Enter an install: no read() of messages runs until install_end().  With
  * one handler thread the reader is the installer: nothing to exclude, and
- * no fence on the fault path.
+ * no fence on the fault path.  Returns whether it excludes reads.
  */
-static void install_begin(struct handler *h)
+static bool install_begin(struct handler *h)
 {
 	if (h->uffd->nr_threads == 1)
-		return;
+		return false;
 	for (;;) {
 		atomic_store_explicit(&h->installing, true,
 				      memory_order_relaxed);
@@ -446,7 +458,7 @@ static void install_begin(struct handler *h)
 		/* Acquire: the batch's last_event_seq is seen. */
 		if (!atomic_load_explicit(&h->uffd->reading,
 					  memory_order_acquire))
-			return;
+			return true;
 		atomic_store_explicit(&h->installing, false,
 				      memory_order_release);
 		while (atomic_load_explicit(&h->uffd->reading,
@@ -472,6 +484,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		       (vmf->address - vmr_region_start(vmf->region));
 	vmr_fault_t ret, io, major = 0;
 	enum outcome o;
+	bool excl;
 
 	if (c->held == m && c->held_idx == idx) {
 		/* Ours since the read; its reference is ours too. */
@@ -561,7 +574,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	 * would leave stale data in discarded memory.  So install only when
 	 * every event read so far is applied; else defer, as for EAGAIN.
 	 */
-	install_begin(h);
+	excl = install_begin(h);
 	if (atomic_load_explicit(&h->uffd->last_event_seq,
 				 memory_order_relaxed) !=
 	    atomic_load_explicit(&h->uffd->events_applied,
@@ -571,8 +584,12 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		o = do_poison(h, vmf->address);
 	else
 		o = do_copy(h, vmf->address,
-			    (m->mode & VMR_UFFD_WP) && !c->write);
+			    (m->mode & VMR_UFFD_WP) && !c->write, excl);
 	install_end(h);
+	/* The wake-up of the faulting thread, a cross-CPU one as a rule,
+	 * need not keep reads out: it goes after install_end(). */
+	if (excl && o == OUT_OK)
+		wake(h, vmf->address, h->uffd->page);
 installed:
 	if (o != OUT_OK && o != OUT_EXISTS) {
 		ret = give_up(vmf, c, m, idx, o);
