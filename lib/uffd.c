@@ -399,6 +399,11 @@ static enum outcome do_poison(struct handler *h, uintptr_t addr)
 
 /* ---- the regions' fault handler --------------------------------------- */
 
+static void mapping_get(struct mapping *m)
+{
+	atomic_fetch_add(&m->refs, 1);
+}
+
 static void mapping_put(struct mapping *m)
 {
 	if (atomic_fetch_sub(&m->refs, 1) == 1) {
@@ -409,10 +414,8 @@ static void mapping_put(struct mapping *m)
 
 static void region_open(struct vmr_region *r, const struct vmr_region *from)
 {
-	struct mapping *m = vmr_region_private(from);
-
 	(void)r;
-	atomic_fetch_add(&m->refs, 1);
+	mapping_get(vmr_region_private(from));
 }
 
 static void region_close(struct vmr_region *r)
@@ -484,18 +487,25 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		       (vmf->address - vmr_region_start(vmf->region));
 	vmr_fault_t ret, io, major = 0;
 	enum outcome o;
-	bool excl;
+	bool excl, ref = false;
 
+	/*
+	 * While the fault holds its lock, its region cannot be closed, and
+	 * so neither can the mapping the region references.  A reference
+	 * of the fault's own (@ref) is taken only before a call that may
+	 * drop the lock: a fault that keeps it, the common one, writes
+	 * nothing that another handler thread's fault writes too.
+	 */
 	if (c->held == m && c->held_idx == idx) {
 		/* Ours since the read; its reference is ours too. */
 		c->held = NULL;
+		ref = true;
 	} else {
 		if (c->held) {
 			vmr_page_unlock(c->held->pages, c->held_idx);
 			mapping_put(c->held);
 			c->held = NULL;
 		}
-		atomic_fetch_add(&m->refs, 1); /* the fault may drop its lock */
 		if (vmr_page_trylock(m->pages, idx)) {
 			/* Uncontended: the common case. */
 		} else if (!vmr_fault_allow_retry_first(vmf) &&
@@ -514,9 +524,10 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			hcount(h, UC(coalesced));
 			c->resolved = true;
 			vmr_fault_release(vmf);
-			mapping_put(m);
 			return VMR_FAULT_COMPLETED;
 		} else {
+			mapping_get(m); /* the wait may drop the lock */
+			ref = true;
 			ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
 			if (ret) {
 				mapping_put(m);
@@ -537,7 +548,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		wake(h, vmf->address, h->uffd->page);
 		c->resolved = true;
 		vmr_page_unlock(m->pages, idx);
-		mapping_put(m);
+		if (ref)
+			mapping_put(m);
 		return VMR_FAULT_NOPAGE;
 	}
 	if (c->kind == KIND_MINOR) {
@@ -548,8 +560,12 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	major = 0;
 	if (!c->have || c->have_map != m->id || c->have_off != off) {
 		major = VMR_FAULT_MAJOR;
-		if (!(m->mode & VMR_UFFD_FAST_STORE))
+		if (!(m->mode & VMR_UFFD_FAST_STORE)) {
+			if (!ref)
+				mapping_get(m); /* the read may drop the lock */
+			ref = true;
 			io = vmr_fault_release_for_io(vmf);
+		}
 		VMR_DEBUG_POINT(VMR_DP_UFFD_READ, vmf->address);
 		c->read_err = m->ops.read(m->store, off, h->buf,
 					  h->uffd->page);
@@ -560,7 +576,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			hcount(h, UC(store_errors));
 		if (io) {
 			/* The lock was dropped for the read: retry, and
-			 * install the buffered page then. */
+			 * install the buffered page then (c->held takes
+			 * over the reference). */
 			c->held = m;
 			c->held_idx = idx;
 			return io | VMR_FAULT_MAJOR;
@@ -593,7 +610,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 installed:
 	if (o != OUT_OK && o != OUT_EXISTS) {
 		ret = give_up(vmf, c, m, idx, o);
-		mapping_put(m);
+		if (ref)
+			mapping_put(m);
 		return ret;
 	}
 	c->resolved = true;
@@ -601,8 +619,9 @@ installed:
 		vmr_page_mark_uptodate_unlock(m->pages, idx);
 	else
 		vmr_page_unlock(m->pages, idx);
+	if (ref)
+		mapping_put(m);
 	/* MAJOR if this attempt read the store, as filemap_fault(). */
-	mapping_put(m);
 	return VMR_FAULT_NOPAGE | major;
 }
 
