@@ -412,6 +412,25 @@ static void mapping_put(struct mapping *m)
 	}
 }
 
+/*
+ * A fault's own reference on its mapping (@ref: whether it holds one),
+ * taken at most once, before a call that may drop the fault's lock; and
+ * its release when the fault is done with the mapping (see uffd_fault()).
+ */
+static void fault_ref(struct mapping *m, bool *ref)
+{
+	if (!*ref) {
+		mapping_get(m);
+		*ref = true;
+	}
+}
+
+static void fault_unref(struct mapping *m, bool ref)
+{
+	if (ref)
+		mapping_put(m);
+}
+
 static void region_open(struct vmr_region *r, const struct vmr_region *from)
 {
 	(void)r;
@@ -526,11 +545,10 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			vmr_fault_release(vmf);
 			return VMR_FAULT_COMPLETED;
 		} else {
-			mapping_get(m); /* the wait may drop the lock */
-			ref = true;
+			fault_ref(m, &ref); /* the wait may drop the lock */
 			ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
 			if (ret) {
-				mapping_put(m);
+				fault_unref(m, ref);
 				return ret;
 			}
 		}
@@ -548,8 +566,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		wake(h, vmf->address, h->uffd->page);
 		c->resolved = true;
 		vmr_page_unlock(m->pages, idx);
-		if (ref)
-			mapping_put(m);
+		fault_unref(m, ref);
 		return VMR_FAULT_NOPAGE;
 	}
 	if (c->kind == KIND_MINOR) {
@@ -561,9 +578,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	if (!c->have || c->have_map != m->id || c->have_off != off) {
 		major = VMR_FAULT_MAJOR;
 		if (!(m->mode & VMR_UFFD_FAST_STORE)) {
-			if (!ref)
-				mapping_get(m); /* the read may drop the lock */
-			ref = true;
+			fault_ref(m, &ref); /* the read may drop the lock */
 			io = vmr_fault_release_for_io(vmf);
 		}
 		VMR_DEBUG_POINT(VMR_DP_UFFD_READ, vmf->address);
@@ -610,8 +625,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 installed:
 	if (o != OUT_OK && o != OUT_EXISTS) {
 		ret = give_up(vmf, c, m, idx, o);
-		if (ref)
-			mapping_put(m);
+		fault_unref(m, ref);
 		return ret;
 	}
 	c->resolved = true;
@@ -619,8 +633,7 @@ installed:
 		vmr_page_mark_uptodate_unlock(m->pages, idx);
 	else
 		vmr_page_unlock(m->pages, idx);
-	if (ref)
-		mapping_put(m);
+	fault_unref(m, ref);
 	/* MAJOR if this attempt read the store, as filemap_fault(). */
 	return VMR_FAULT_NOPAGE | major;
 }
