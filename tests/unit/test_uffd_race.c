@@ -56,6 +56,11 @@
  * gets SIGSEGV and not whatever another thread mapped there meanwhile;
  * where the plug loses that race the view is not checked.
  *
+ * The reference test unmaps a whole area while one fault on a page is in
+ * its store read, its lock dropped, and a duplicate sleeps on the page:
+ * the sleeper wakes after the regions and the first fault have let the
+ * mapping go, and must still find its page map (ASan reports it if not).
+ *
  * The shutdown tests end a fault parked at each point with an event
  * pending, and fault storms of many threads over many pages with a slow
  * store, with vmr_uffd_destroy() and with vmr_space_shutdown() first: every
@@ -347,7 +352,9 @@ enum action {
 	DO_EVENT,   /* start the actor's event, wait as the mode says */
 	DO_EEXIST,  /* install a MARKER page first */
 	DO_PARK,    /* start the event, then hold until shutdown began */
-	DO_COALESCE /* wait for a duplicate fault, then install a MARKER */
+	DO_COALESCE, /* wait for a duplicate fault, then install a MARKER */
+	DO_OUTLIVE   /* wait for a duplicate fault, then unmap the area and
+		      * wait until its regions are closed */
 };
 
 /*
@@ -373,6 +380,7 @@ static struct race {
 	atomic_bool events_held;   /* ... and it was */
 	atomic_bool dup_waiting;   /* DO_COALESCE: the duplicate sleeps */
 	atomic_int copy_err;       /* DO_EEXIST, DO_COALESCE: the copy */
+	struct area area;          /* DO_OUTLIVE: what it unmaps */
 	const char *_Atomic err;   /* the first thing that went wrong */
 } race;
 
@@ -469,6 +477,31 @@ static void fire_coalesce(void)
 		     copy_marker(vmr_uffd_fd(uffd), race.addr, true));
 }
 
+static void fire_outlive(void)
+{
+	struct area *a = &race.area;
+	bool ok;
+	int err;
+
+	VMR_WAIT_FOR(ok, atomic_load(&race.dup_waiting), INJECT_S);
+	if (!ok) {
+		race_error("the duplicate fault never waited for the page");
+		return;
+	}
+	/* This fault dropped its lock for the read: nothing it holds keeps
+	 * the unmap's write lock waiting. */
+	err = vmr_uffd_unmap(uffd, a->base, a->pages * pg);
+	if (err) {
+		race_error("the unmap failed");
+		return;
+	}
+	/* The regions' close(): their references on the mapping are gone,
+	 * and only the two faults' own are left. */
+	VMR_WAIT_FOR(ok, atomic_load(&space->zombies) == 0, INJECT_S);
+	if (!ok)
+		race_error("the unmapped regions were never closed");
+}
+
 static void race_fire(void)
 {
 	if (!atomic_exchange(&race.armed, false))
@@ -488,6 +521,9 @@ static void race_fire(void)
 		break;
 	case DO_COALESCE:
 		fire_coalesce();
+		break;
+	case DO_OUTLIVE:
+		fire_outlive();
 		break;
 	}
 	atomic_store(&race.returned, true);
@@ -527,7 +563,8 @@ static void race_hook(enum vmr_debug_point point, uintptr_t addr, void *arg)
 		hold_event();
 		return;
 	}
-	if (point == VMR_DP_PAGE_WAIT && race.action == DO_COALESCE &&
+	if (point == VMR_DP_PAGE_WAIT &&
+	    (race.action == DO_COALESCE || race.action == DO_OUTLIVE) &&
 	    addr == race.index && atomic_load(&race.fired))
 		atomic_store(&race.dup_waiting, true);
 	if (race.at != AT_STORE && point == at_points[race.at] &&
@@ -544,7 +581,8 @@ static void arm(enum at at, enum action action, const struct area *a,
 	race.addr = page_addr(a, i);
 	race.off = page_off(a, i);
 	race.index = i;
-	if (at != AT_STORE || action == DO_COALESCE)
+	race.area = *a;
+	if (at != AT_STORE || action == DO_COALESCE || action == DO_OUTLIVE)
 		ck_assert_int_eq(vmr_debug_set(race_hook, NULL), 0);
 	else if (vmr_debug_points_built())
 		/* The event hold still helps where there is one. */
@@ -855,6 +893,58 @@ START_TEST(test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken)
 	ck_assert_uint_eq(u.coalesced, 1);
 	ck_assert_uint_eq(u.copies, 0);
 	ck_assert_uint_eq(atomic_load(&store.reads), 1);
+}
+END_TEST
+
+/*
+ * A duplicate fault asleep on a page outlives the page's mapping.  Two
+ * faults on one page, two handler threads, a policy that drops the lock
+ * for I/O: the first is held in its store read (lock dropped, page locked)
+ * until the second sleeps in the page wait (its lock dropped too); then the
+ * whole area is unmapped and its regions closed.  The first fault's retry
+ * finds no region: it unlocks the page, which wakes the second, and drops
+ * its reference on the mapping.  The sleeper wakes in the page map, so its
+ * own reference must keep the mapping alive until then: without it, the
+ * first fault frees the map just before the sleeper reads it (the
+ * sanitizer build reports the use after free).  Both faulters return with
+ * zero (the range is plain memory now), the store was read once, and
+ * nothing was installed.  _i: the policy (RETRY_VMA, RETRY_SPACE).
+ */
+START_TEST(test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping)
+{
+	const enum vmr_retry_policy policy = policies[_i];
+	struct vmr_uffd_stats u;
+	struct vmr_stats st;
+	struct toucher t[2];
+	struct area a;
+	bool ok;
+
+	if (!need_debug_points(__func__))
+		return;
+	if (!open_race_runtime(policy, 2, __func__))
+		return;
+	a = registered_area(PAGES, 9100);
+	arm(AT_STORE, DO_OUTLIVE, &a, TARGET);
+	start_toucher(&t[0], page_addr(&a, TARGET), page_off(&a, TARGET));
+	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
+	ck_assert_msg(ok, "the first fault never reached its store read");
+	start_toucher(&t[1], page_addr(&a, TARGET), page_off(&a, TARGET));
+	join_faulter(&t[0], a.base, PAGES * pg, DEADLINE_S);
+	join_faulter(&t[1], a.base, PAGES * pg, DEADLINE_S);
+	assert_race_ran();
+	ck_assert_uint_eq(t[0].view, VIEW_ZERO);
+	ck_assert_uint_eq(t[1].view, VIEW_ZERO);
+	ck_assert(!region_at(page_addr(&a, TARGET), NULL));
+	/* The faulters returned at the unmap; their faults end after. */
+	VMR_WAIT_FOR(ok, sstats().faults == 2, DEADLINE_S);
+	ck_assert_msg(ok, "the two faults never ended");
+	u = settled_ustats();
+	st = sstats();
+	ck_assert_uint_eq(u.copies, 0);
+	ck_assert_uint_eq(atomic_load(&store.reads), 1);
+	/* Each retried, found no region, and slept once (the duplicate). */
+	ck_assert_uint_eq(st.result_sigsegv, 2);
+	ck_assert_uint_eq(st.page_wait_sleeps, 1);
 }
 END_TEST
 
@@ -1323,6 +1413,11 @@ static Suite *uffd_race_suite(void)
 		0, NR_AT * 2 * 2);
 	tcase_add_test(
 		tc, test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken);
+
+	tc = add_tcase(s, "a mapping outlives its faults", 60, setup, teardown);
+	tcase_add_loop_test(
+		tc, test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping,
+		0, 2);
 
 	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_fork_while_an_event_is_applied_returns);
