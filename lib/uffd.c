@@ -1035,7 +1035,18 @@ static void *handler_main(void *arg)
 				continue;
 			if (ev[i].events & (EPOLLERR | EPOLLHUP))
 				atomic_store(&u->dead, true);
-			/* Drain what is there: the next reader may sleep. */
+			/*
+			 * Read until a read finds nothing.  Going back to
+			 * epoll_wait() after each batch instead (the level-
+			 * triggered set would report what came meanwhile)
+			 * saves the empty read but costs a wait per batch
+			 * while faults keep coming.  Counted with strace -c
+			 * over bench_uffd --store=zero --pages=32768, one
+			 * repetition: at 1 handler, 8198 reads (2 empty) and
+			 * 2 waits here against 8197 reads and 8193 waits; at
+			 * 2 handlers, 23270 reads (2649 empty) and 2650 waits
+			 * against 22426 reads and 22422 waits.
+			 */
 			while (handle_batch(h) > 0)
 				;
 		}
