@@ -82,6 +82,10 @@ struct vmr_tstate *vmr_tstate_at(const struct vmr_tstate_table *table,
 struct vmr_tstate *vmr_tstate_get(struct vmr_space *space);
 uint64_t vmr_space_id_new(void);
 
+/* Start fetching page @index's word of @map for a lock soon; @map may be
+ * stale (nothing is read through it). */
+void vmr_page_prefetch(struct vmr_pagemap *map, size_t index);
+
 /* Count @n more of counter @idx on the calling thread's own tstate. */
 static inline void vmr_count(struct vmr_tstate *ts, size_t idx, uint64_t n)
 {

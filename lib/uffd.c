@@ -175,6 +175,10 @@ struct handler {
 	struct uffd_msg *msgs;
 	struct uffd_msg *deferred; /* MAX_DEFERRED */
 	unsigned int nr_deferred;
+	/* The page map of this thread's last fault: see hint_set(). */
+	uintptr_t hint_base;
+	size_t hint_len;
+	struct vmr_pagemap *hint_pages;
 	_Atomic bool installing; /* see "Installs and reads" */
 	_Atomic uint64_t count[NR_UFFD_COUNTERS];
 } __attribute__((aligned(VMR_CACHELINE)));
@@ -186,6 +190,7 @@ struct vmr_uffd {
 	int stop_fd;
 	uint64_t features;
 	size_t page;
+	unsigned int page_shift; /* log2(page) */
 	unsigned int nr_threads, batch;
 	struct handler *handlers;
 	/* Batch order (see above). */
@@ -496,17 +501,49 @@ static void install_end(struct handler *h)
 				      memory_order_release);
 }
 
+/*
+ * The page word a fault locks is a cache miss as a rule: one word per page,
+ * faults in any order, and the kernel's page copies in between evict it.
+ * Each handler thread remembers the page map of its last fault, and
+ * prefetches the word of a new message's page there when the address falls
+ * in it, so that the miss overlaps the region lookup and the range lock.
+ * It is a guess, never trusted: the map may have been freed since, and
+ * only an address is computed from it (a prefetch neither loads nor
+ * faults); the fault locks the word of its own region's map.  Measured
+ * (perf record -e cpu-clock over bench_uffd --pin --max-handlers=1
+ * --store=zero --reps=5 --pages=32768, three runs each): the library's
+ * samples went from 1724-1956 to 1507-1679, vmr_page_trylock()'s from 442
+ * to 104, about 80 ns of the 7.9 us a page takes.
+ */
+static void hint_set(struct handler *h, const struct mapping *m)
+{
+	if (h->hint_pages != m->pages) {
+		h->hint_base = m->base;
+		h->hint_len = vmr_pagemap_size(m->pages) << h->uffd->page_shift;
+		h->hint_pages = m->pages;
+	}
+}
+
+static void hint_prefetch(const struct handler *h, uintptr_t addr)
+{
+	if (addr - h->hint_base < h->hint_len)
+		vmr_page_prefetch(h->hint_pages,
+				  (addr - h->hint_base) >> h->uffd->page_shift);
+}
+
 static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 {
 	struct fault_ctx *c = vmf->ctx;
 	struct handler *h = c->h;
 	struct mapping *m = vmr_region_private(vmf->region);
-	size_t idx = (vmf->address - m->base) / h->uffd->page;
+	size_t idx = (vmf->address - m->base) >> h->uffd->page_shift;
 	uint64_t off = vmr_region_offset(vmf->region) +
 		       (vmf->address - vmr_region_start(vmf->region));
 	vmr_fault_t ret, io, major = 0;
 	enum outcome o;
 	bool excl, ref = false;
+
+	hint_set(h, m);
 
 	/*
 	 * While the fault holds its lock, its region cannot be closed, and
@@ -679,6 +716,7 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
 	enum outcome o;
 
 	VMR_DEBUG_POINT(VMR_DP_UFFD_FAULT, addr);
+	hint_prefetch(h, addr);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		c.kind = KIND_WP;
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
@@ -1228,6 +1266,7 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	u->fd = -1;
 	u->stop_fd = -1;
 	u->page = vmr_space_page_size(space);
+	u->page_shift = (unsigned int)__builtin_ctzl(u->page);
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	u->nr_threads = cfg->threads ? cfg->threads :
 				       (unsigned int)(cpus > 0 ? cpus : 1);
