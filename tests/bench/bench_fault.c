@@ -54,7 +54,19 @@
  * lock, unlock and handler call do together.  300 nops added to
  * bare_lookup's loop (with the region read) took it to 148 and 155 (two
  * runs): on this machine any few hundred instructions per fault cost
- * tens of nanoseconds.
+ * tens of nanoseconds.  A cpu-clock profile (2026-12-07, perf record -e
+ * cpu-clock -F 20000 over --retry=0 --max-threads=1 --reps=5, the three
+ * impls running equal times) shows why the rwlock stays close: after the
+ * tree walk (63 % of all samples, the three together) the largest cost is
+ * the first read of the region's line, which both pay: 6657 samples at
+ * the bounds check in vmr_range_read_lock_ts() for vmr, 6926 at the access
+ * check's vmr_region_prot() for rwlock, against 1852 for the rwlock's lock
+ * and unlock together and 1002 in vmr_handle_fault().  bare_lookup does not
+ * read the region.  Nor is the range lock's locked instruction what holds
+ * vmr back: with --barrier=2 (none on the read side) vmr's
+ * ratio_vs_rwlock read 0.85-0.90 and its ratio_vs_bare_lookup 2.03-2.11,
+ * against 0.85-0.90 and 2.16-2.19 with the fence (three runs each,
+ * alternated, at one thread).
  *
  * Part 2: the retry path (bench=fault_retry)
  * ------------------------------------------
