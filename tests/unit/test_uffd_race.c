@@ -858,6 +858,27 @@ START_TEST(test_a_page_installed_at_each_point_of_a_fault_is_eexist_and_woken)
 END_TEST
 
 /*
+ * Two faults on page TARGET of @a, two touchers @t: the first is armed at
+ * @at for @action, and the second starts once the injection has fired (the
+ * first holds the page then: the second is its duplicate).  Both are
+ * joined, and the injection must have run without an error.
+ */
+static void fault_twice(enum at at, enum action action, const struct area *a,
+			struct toucher t[2])
+{
+	bool ok;
+
+	arm(at, action, a, TARGET);
+	start_toucher(&t[0], page_addr(a, TARGET), page_off(a, TARGET));
+	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
+	ck_assert_msg(ok, "the first fault never reached %s", at_names[at]);
+	start_toucher(&t[1], page_addr(a, TARGET), page_off(a, TARGET));
+	join_faulter(&t[0], a->base, PAGES * pg, DEADLINE_S);
+	join_faulter(&t[1], a->base, PAGES * pg, DEADLINE_S);
+	assert_race_ran();
+}
+
+/*
  * Two faults on one page, two handler threads: the first is held at
  * resolve until the second waits for the page's lock; then the page is
  * installed behind the runtime's back without a wake.  The first install
@@ -870,21 +891,13 @@ START_TEST(test_a_duplicate_fault_behind_an_eexist_is_coalesced_and_woken)
 	struct vmr_uffd_stats u;
 	struct toucher t[2];
 	struct area a;
-	bool ok;
 
 	if (!need_debug_points(__func__))
 		return;
 	if (!open_race_runtime(VMR_HOLD_IO, 2, __func__))
 		return;
 	a = registered_area(PAGES, 9000);
-	arm(AT_RESOLVE, DO_COALESCE, &a, TARGET);
-	start_toucher(&t[0], page_addr(&a, TARGET), page_off(&a, TARGET));
-	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
-	ck_assert_msg(ok, "the first fault never reached resolve");
-	start_toucher(&t[1], page_addr(&a, TARGET), page_off(&a, TARGET));
-	join_faulter(&t[0], a.base, PAGES * pg, DEADLINE_S);
-	join_faulter(&t[1], a.base, PAGES * pg, DEADLINE_S);
-	assert_race_ran();
+	fault_twice(AT_RESOLVE, DO_COALESCE, &a, t);
 	ck_assert_int_eq(atomic_load(&race.copy_err), 0);
 	ck_assert_uint_eq(t[0].view, VIEW_MARKER);
 	ck_assert_uint_eq(t[1].view, VIEW_MARKER);
@@ -924,14 +937,7 @@ START_TEST(test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping)
 	if (!open_race_runtime(policy, 2, __func__))
 		return;
 	a = registered_area(PAGES, 9100);
-	arm(AT_STORE, DO_OUTLIVE, &a, TARGET);
-	start_toucher(&t[0], page_addr(&a, TARGET), page_off(&a, TARGET));
-	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
-	ck_assert_msg(ok, "the first fault never reached its store read");
-	start_toucher(&t[1], page_addr(&a, TARGET), page_off(&a, TARGET));
-	join_faulter(&t[0], a.base, PAGES * pg, DEADLINE_S);
-	join_faulter(&t[1], a.base, PAGES * pg, DEADLINE_S);
-	assert_race_ran();
+	fault_twice(AT_STORE, DO_OUTLIVE, &a, t);
 	ck_assert_uint_eq(t[0].view, VIEW_ZERO);
 	ck_assert_uint_eq(t[1].view, VIEW_ZERO);
 	ck_assert(!region_at(page_addr(&a, TARGET), NULL));
