@@ -48,6 +48,18 @@
  * made with UFFDIO_COPY_MODE_DONTWAKE, and UFFDIO_WAKE follows
  * install_end().
  *
+ * Installed pages.  A page's state in its mapping's page map says it was
+ * installed, so that a duplicate message only wakes.  That holds as long
+ * as nothing takes the page out behind the runtime's back, which a REMOVE
+ * event reports.  Without REMOVE events, a discarded page faults again and
+ * its message finds the page "installed": were it only woken, its thread
+ * would fault forever.  So there a message for an installed page is taken
+ * for a duplicate only if it was read before the page was installed: it
+ * waited for the page's lock, or an earlier message of its batch for the
+ * same page was resolved first.  Otherwise the page is read and installed
+ * again, and EEXIST says it was a duplicate after all (a late one: it
+ * costs a store read).
+ *
  * Events change the space with the ordinary update calls, under its write
  * lock, which waits for the faults installing pages in the range:
  *   REMOVE (MADV_DONTNEED/REMOVE): unregister the range (the kernel then
@@ -197,6 +209,7 @@ struct vmr_uffd {
 	bool own_fd;
 	int stop_fd;
 	uint64_t features;
+	bool hears_removes; /* REMOVE events: see "Installed pages" */
 	size_t page;
 	unsigned int page_shift; /* log2(page) */
 	unsigned int nr_threads, batch;
@@ -235,6 +248,9 @@ struct fault_ctx {
 	bool write;
 	enum fault_status status;
 	bool resolved; /* the handler installed or woke the page */
+	/* Read before its page was installed by another fault: see
+	 * "Installed pages". */
+	bool follows;
 	/* The page read by an earlier attempt of this fault. */
 	bool have;
 	uint64_t have_map, have_off;
@@ -614,6 +630,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 			vmr_fault_release(vmf);
 			return VMR_FAULT_COMPLETED;
 		} else {
+			c->follows = true;
 			fault_ref(m, &ref); /* the wait may drop the lock */
 			ret = vmr_page_lock_or_retry(vmf, m->pages, idx);
 			if (ret) {
@@ -629,7 +646,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		o = do_unprotect(h, vmf->address);
 		goto installed;
 	}
-	if (vmr_page_uptodate(m->pages, idx)) {
+	if (vmr_page_uptodate(m->pages, idx) &&
+	    (h->uffd->hears_removes || c->follows)) {
 		/* A duplicate message: the page is in already. */
 		hcount(h, UC(coalesced));
 		wake(h, vmf->address, h->uffd->page);
@@ -737,12 +755,13 @@ static enum outcome poison_unless_mapped(struct handler *h, uintptr_t addr,
 }
 
 /* One page-fault message; false if it must be retried later (EAGAIN). */
-static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg)
+static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg,
+			     bool follows)
 {
 	struct vmr_uffd *u = h->uffd;
 	uint64_t flags = msg->arg.pagefault.flags;
 	uintptr_t addr = msg->arg.pagefault.address & ~(u->page - 1);
-	struct fault_ctx c = { .h = h };
+	struct fault_ctx c = { .h = h, .follows = follows };
 	unsigned int fflags = VMR_FAULT_FLAG_DEFAULT | VMR_FAULT_FLAG_USER;
 	vmr_fault_t res;
 	enum outcome o;
@@ -827,7 +846,7 @@ static void retry_deferred(struct handler *h)
 	for (unsigned int i = 0; i < n; i++) {
 		struct uffd_msg msg = h->deferred[i];
 
-		if (!handle_fault_msg(h, &msg))
+		if (!handle_fault_msg(h, &msg, false))
 			h->deferred[h->nr_deferred++] = msg;
 	}
 }
@@ -999,6 +1018,23 @@ static void read_end(struct vmr_uffd *u)
 	atomic_store_explicit(&u->reading, false, memory_order_release);
 }
 
+/*
+ * Whether a fault message before message @i of the batch, for the same
+ * page, was resolved (a deferred one has its event cleared): message @i
+ * was read before that page was installed.
+ */
+static bool resolved_before(const struct handler *h, size_t i)
+{
+	uintptr_t mask = ~(uintptr_t)(h->uffd->page - 1);
+	uintptr_t page = h->msgs[i].arg.pagefault.address & mask;
+
+	while (i--)
+		if (h->msgs[i].event == UFFD_EVENT_PAGEFAULT &&
+		    (h->msgs[i].arg.pagefault.address & mask) == page)
+			return true;
+	return false;
+}
+
 /* Read and handle one batch; how many messages (0: none there). */
 static size_t handle_batch(struct handler *h)
 {
@@ -1037,8 +1073,12 @@ static size_t handle_batch(struct handler *h)
 			continue;
 		}
 		hcount(h, UC(faults));
-		if (!handle_fault_msg(h, &h->msgs[i]))
+		if (!handle_fault_msg(h, &h->msgs[i],
+				      !u->hears_removes &&
+					      resolved_before(h, i))) {
 			defer(h, &h->msgs[i]);
+			h->msgs[i].event = 0; /* not resolved: see above */
+		}
 	}
 	if (events)
 		publish_events(u, seq);
@@ -1320,6 +1360,7 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 		return err;
 	}
 	err = negotiate(u, cfg);
+	u->hears_removes = u->features & UFFD_FEATURE_EVENT_REMOVE;
 	if (!err && start)
 		err = start_threads(u);
 	if (err) {
