@@ -33,6 +33,7 @@ static const char *const names[VMR_DEBUG_POINTS_NR] = {
 	[VMR_DP_UFFD_FAULT] = "uffd_fault",
 	[VMR_DP_UFFD_READ] = "uffd_read",
 	[VMR_DP_UFFD_RESOLVE] = "uffd_resolve",
+	[VMR_DP_UFFD_INSTALL] = "uffd_install",
 	[VMR_DP_UFFD_EVENT] = "uffd_event",
 };
 

@@ -71,6 +71,10 @@ enum vmr_debug_point {
 	/* uffd fault handler: the page is read and the fault's lock held,
 	 * before the installing ioctl. */
 	VMR_DP_UFFD_RESOLVE,
+	/* uffd fault handler: the install goes ahead (every event read so
+	 * far is applied and, with several handler threads and events, no
+	 * read() of messages can start), just before the installing ioctl. */
+	VMR_DP_UFFD_INSTALL,
 	/* uffd handler thread: before a non-cooperative event is applied. */
 	VMR_DP_UFFD_EVENT,
 	VMR_DEBUG_POINTS_NR

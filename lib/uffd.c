@@ -48,6 +48,15 @@
  * made with UFFDIO_COPY_MODE_DONTWAKE, and UFFDIO_WAKE follows
  * install_end().
  *
+ * Without events.  A descriptor that delivers none (VMR_UFFD_NO_EVENTS, a
+ * kernel without them, or a handed-in descriptor whose features name none)
+ * has nothing to order: its handler threads read in parallel, without the
+ * read mutex, the batch numbers or the exclusion, as a hand-written
+ * handler does.  A madvise(MADV_DONTNEED) of registered memory then races
+ * the runtime's installs as it races any handler's (a copy may land after
+ * the zap): a caller that hears no events keeps discards and faults apart
+ * itself.
+ *
  * Installed pages.  A page's state in its mapping's page map says it was
  * installed, so that a duplicate message only wakes.  That holds as long
  * as nothing takes the page out behind the runtime's back, which a REMOVE
@@ -214,12 +223,16 @@ struct vmr_uffd {
 	unsigned int page_shift; /* log2(page) */
 	unsigned int nr_threads, batch;
 	struct handler *handlers;
+	/* See "Without events" above. */
+	bool events;       /* the descriptor delivers events */
+	bool serial_reads; /* events, and several handler threads */
 	/* Batch order (see above). */
 	pthread_mutex_t read_lock;
 	/* Set while a handler reads messages: no install may run then. */
 	_Atomic bool reading;
+	/* Written under read_lock (serial_reads) or by the one handler. */
 	uint32_t batch_seq;
-	_Atomic uint32_t last_event_seq; /* written under read_lock */
+	_Atomic uint32_t last_event_seq;
 	_Atomic uint32_t events_applied;
 	_Atomic bool dead;
 	_Atomic bool stopping;
@@ -518,7 +531,7 @@ static void wait_clear(_Atomic bool *flag)
  */
 static bool install_begin(struct handler *h)
 {
-	if (h->uffd->nr_threads == 1)
+	if (!h->uffd->serial_reads)
 		return false;
 	for (;;) {
 		atomic_store_explicit(&h->installing, true,
@@ -537,9 +550,19 @@ static bool install_begin(struct handler *h)
 
 static void install_end(struct handler *h)
 {
-	if (h->uffd->nr_threads > 1)
+	if (h->uffd->serial_reads)
 		atomic_store_explicit(&h->installing, false,
 				      memory_order_release);
+}
+
+/* Install the fault's page (or poison it), reads excluded if @excl. */
+static enum outcome install(struct handler *h, const struct fault_ctx *c,
+			    const struct mapping *m, uintptr_t addr, bool excl)
+{
+	VMR_DEBUG_POINT(VMR_DP_UFFD_INSTALL, addr);
+	if (c->read_err)
+		return do_poison(h, addr);
+	return do_copy(h, addr, (m->mode & VMR_UFFD_WP) && !c->write, excl);
 }
 
 /*
@@ -699,11 +722,8 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 	    atomic_load_explicit(&h->uffd->events_applied,
 				 memory_order_acquire))
 		o = settle(h, OUT_AGAIN, vmf->address);
-	else if (c->read_err)
-		o = do_poison(h, vmf->address);
 	else
-		o = do_copy(h, vmf->address,
-			    (m->mode & VMR_UFFD_WP) && !c->write, excl);
+		o = install(h, c, m, vmf->address, excl);
 	install_end(h);
 	/* The wake-up of the faulting thread, a cross-CPU one as a rule,
 	 * need not keep reads out: it goes after install_end(). */
@@ -998,13 +1018,17 @@ static void publish_events(struct vmr_uffd *u, uint32_t seq)
 	vmr_futex_wake(&u->events_applied, INT_MAX);
 }
 
-/* Under read_lock: wait until no other handler is installing a page. */
+/*
+ * Begin a read of messages: in batch order (under read_lock) and with no
+ * install in flight.  Without events to order, reads run in parallel.
+ */
 static void read_begin(struct handler *h)
 {
 	struct vmr_uffd *u = h->uffd;
 
-	if (u->nr_threads == 1)
+	if (!u->serial_reads)
 		return;
+	pthread_mutex_lock(&u->read_lock);
 	atomic_store_explicit(&u->reading, true, memory_order_relaxed);
 	/* Pairs with the fence in install_begin(). */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1015,7 +1039,10 @@ static void read_begin(struct handler *h)
 
 static void read_end(struct vmr_uffd *u)
 {
+	if (!u->serial_reads)
+		return;
 	atomic_store_explicit(&u->reading, false, memory_order_release);
+	pthread_mutex_unlock(&u->read_lock);
 }
 
 /*
@@ -1044,25 +1071,25 @@ static size_t handle_batch(struct handler *h)
 	ssize_t got;
 	size_t n;
 
-	pthread_mutex_lock(&u->read_lock);
 	read_begin(h);
 	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
 	if (got <= 0) {
 		read_end(u);
-		pthread_mutex_unlock(&u->read_lock);
 		return 0;
 	}
 	n = (size_t)got / sizeof(*h->msgs);
-	seq = ++u->batch_seq;
-	barrier = atomic_load_explicit(&u->last_event_seq,
-				       memory_order_relaxed);
 	for (size_t i = 0; i < n && !events; i++)
 		events = is_event(&h->msgs[i]);
-	if (events)
-		atomic_store_explicit(&u->last_event_seq, seq,
-				      memory_order_relaxed);
+	seq = barrier = 0;
+	if (u->events) {
+		seq = ++u->batch_seq;
+		barrier = atomic_load_explicit(&u->last_event_seq,
+					       memory_order_relaxed);
+		if (events)
+			atomic_store_explicit(&u->last_event_seq, seq,
+					      memory_order_relaxed);
+	}
 	read_end(u);
-	pthread_mutex_unlock(&u->read_lock);
 
 	hcount(h, UC(batches));
 	wait_events(u, barrier);
@@ -1360,7 +1387,9 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 		return err;
 	}
 	err = negotiate(u, cfg);
+	u->events = (u->features & RUNTIME_EVENTS) != 0;
 	u->hears_removes = u->features & UFFD_FEATURE_EVENT_REMOVE;
+	u->serial_reads = u->events && u->nr_threads > 1;
 	if (!err && start)
 		err = start_threads(u);
 	if (err) {

@@ -75,9 +75,21 @@ struct vmr_uffd_store_ops {
  * @flags: VMR_UFFD_* config flags
  * @features: UFFD_FEATURE_* bits wanted besides the runtime's own (which
  *            are EVENT_REMOVE, EVENT_UNMAP, EVENT_REMAP and EVENT_FORK,
- *            those the kernel and the caller's privileges allow)
+ *            those the kernel and the caller's privileges allow); with
+ *            VMR_UFFD_FD_READY, the bits @fd was given, events included
  *
  * Passed with its size; zero-initialise it and set what you need.
+ *
+ * Events cost something even when none comes: so that a fault read after
+ * an event is resolved on the changed layout, the handler threads read one
+ * at a time, and no read runs while another thread installs a page (a
+ * REMOVE read then would let its madvise() discard the range before the
+ * copy lands).  With VMR_UFFD_NO_EVENTS (or a descriptor without events)
+ * the threads read and install in parallel, as a hand-written handler
+ * does; the caller must then keep its own madvise(MADV_DONTNEED), munmap()
+ * and mremap() of registered memory apart from faults in it, since the
+ * runtime never hears of them.  The difference shows from two handler
+ * threads on (bench_uffd's vmr and vmr_no_events).
  *
  * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
  * until a handler thread reads the FORK message, and glibc holds malloc's

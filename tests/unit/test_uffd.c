@@ -998,10 +998,17 @@ static void every_page_reads_its_store(void)
 	}
 }
 
+/* _i: handler threads 1, 2, 4; then the same without events, whose
+ * handler threads read and install in parallel. */
 START_TEST(test_every_page_reads_its_store_contents)
 {
+	const int n = (int)VMR_ARRAY_SIZE(handler_counts);
+
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA,
-			.threads = handler_counts[_i]);
+			.threads = handler_counts[_i % n],
+			.flags = _i < n ? 0 : VMR_UFFD_NO_EVENTS);
+	ck_assert_uint_eq(vmr_uffd_features(uffd) & EVENTS,
+			  _i < n ? EVENTS : 0);
 	every_page_reads_its_store();
 }
 END_TEST
@@ -1875,7 +1882,7 @@ static Suite *uffd_suite(void)
 
 	tc = add_tcase(s, "contents", 120, setup, teardown);
 	tcase_add_loop_test(tc, test_every_page_reads_its_store_contents, 0,
-			    nr_handlers);
+			    2 * nr_handlers);
 
 	tc = add_tcase(s, "duplicate faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_concurrent_faults_on_a_page_install_it_once,

@@ -11,7 +11,11 @@
  *   AT_STORE    during the store read: the store's own read callback, so
  *               these run in every build, debug points or not;
  *   AT_RESOLVE  the page is read and the fault's lock held, before the
- *               installing ioctl (debug point uffd_resolve).
+ *               installing ioctl (debug point uffd_resolve);
+ *   AT_INSTALL  the install goes ahead, just before its ioctl (debug point
+ *               uffd_install).  Not in the matrix of events at each point:
+ *               with events and several handler threads no event can be
+ *               read there, which the exclusion tests check.
  *
  * How an event is landed.  A thread that causes a non-cooperative event
  * sleeps in the kernel until a handler thread reads its message, and until
@@ -102,6 +106,8 @@
 #define INJECT_S 5.0
 /* How long a held event application waits for the fault's ioctl. */
 #define HOLD_S 0.05
+/* How long an install is held for an event that must not be read. */
+#define EXCL_S 0.2
 
 /* The area of one race: PAGES pages; the fault is on page TARGET; REMOVE
  * and UNMAP cover [EV_FIRST, EV_FIRST + EV_COUNT), REMAP moves them all. */
@@ -119,12 +125,13 @@ static const enum vmr_retry_policy policies[] = {
 
 /* ---- the points, the events, the modes ---------------------------------- */
 
-enum at { AT_FAULT, AT_LOOKUP, AT_STORE, AT_RESOLVE, NR_AT };
+enum at { AT_FAULT, AT_LOOKUP, AT_STORE, AT_RESOLVE, NR_AT,
+	  AT_INSTALL = NR_AT };
 enum event { EV_REMOVE, EV_UNMAP, EV_REMAP, EV_FORK, NR_EV };
 enum mode { PENDING, RACING, NR_MODES };
 
-static const char *const at_names[NR_AT] = {
-	"fault", "lookup", "store read", "resolve",
+static const char *const at_names[NR_AT + 1] = {
+	"fault", "lookup", "store read", "resolve", "install",
 };
 static const char *const ev_names[NR_EV] = {
 	"REMOVE", "UNMAP", "REMAP", "FORK",
@@ -132,11 +139,12 @@ static const char *const ev_names[NR_EV] = {
 static const char *const mode_names[NR_MODES] = { "pending", "racing" };
 
 /* The debug point of each place; AT_STORE needs none. */
-static const enum vmr_debug_point at_points[NR_AT] = {
+static const enum vmr_debug_point at_points[NR_AT + 1] = {
 	[AT_FAULT] = VMR_DP_UFFD_FAULT,
 	[AT_LOOKUP] = VMR_DP_RANGE_LOOKUP,
 	[AT_STORE] = VMR_DEBUG_POINTS_NR,
 	[AT_RESOLVE] = VMR_DP_UFFD_RESOLVE,
+	[AT_INSTALL] = VMR_DP_UFFD_INSTALL,
 };
 
 /* Whether the fault holds its lock at @at under @policy. */
@@ -199,13 +207,10 @@ static enum view look_from_thread(uintptr_t addr, uint64_t off);
 
 /* ---- the runtime ----------------------------------------------------------- */
 
-/* A space under @policy and a runtime of @threads handler threads over
- * it; false where userfaultfd is refused or valgrind runs the test. */
-static bool open_race_runtime(enum vmr_retry_policy policy,
-			      unsigned int threads, const char *test)
+/* A space and a runtime over it as @o says; false where userfaultfd is
+ * refused or valgrind runs the test. */
+static bool open_race_runtime_with(const struct rt_opts *o, const char *test)
 {
-	struct rt_opts o = { .policy = policy, .threads = threads };
-
 	if (getenv("VMR_TEST_VALGRIND")) {
 		/* Valgrind runs one thread at a time: a thread asleep in a
 		 * uffd fault would keep the handler from ever running. */
@@ -213,7 +218,15 @@ static bool open_race_runtime(enum vmr_retry_policy policy,
 			test);
 		return false;
 	}
-	return open_runtime(&o, test);
+	return open_runtime(o, test);
+}
+
+static bool open_race_runtime(enum vmr_retry_policy policy,
+			      unsigned int threads, const char *test)
+{
+	struct rt_opts o = { .policy = policy, .threads = threads };
+
+	return open_race_runtime_with(&o, test);
 }
 
 static bool need_debug_points(const char *test)
@@ -353,8 +366,12 @@ enum action {
 	DO_EEXIST,  /* install a MARKER page first */
 	DO_PARK,    /* start the event, then hold until shutdown began */
 	DO_COALESCE, /* wait for a duplicate fault, then install a MARKER */
-	DO_OUTLIVE   /* wait for a duplicate fault, then unmap the area and
+	DO_OUTLIVE,  /* wait for a duplicate fault, then unmap the area and
 		      * wait until its regions are closed */
+	DO_HOLD_EVENT, /* start the event, hold the fault EXCL_S or until the
+			* event is read (which must not happen) */
+	DO_HOLD_FAULT  /* hold the fault until the test thread says another
+			* fault was served */
 };
 
 /*
@@ -381,6 +398,7 @@ static struct race {
 	atomic_bool dup_waiting;   /* DO_COALESCE: the duplicate sleeps */
 	atomic_int copy_err;       /* DO_EEXIST, DO_COALESCE: the copy */
 	struct area area;          /* DO_OUTLIVE: what it unmaps */
+	atomic_bool other_served;  /* DO_HOLD_FAULT: the other fault was */
 	const char *_Atomic err;   /* the first thing that went wrong */
 } race;
 
@@ -502,6 +520,29 @@ static void fire_outlive(void)
 		race_error("the unmapped regions were never closed");
 }
 
+/* Hold an install while the actor causes an event: no handler may read
+ * it before the install has landed. */
+static void fire_hold_event(void)
+{
+	bool read;
+
+	atomic_store(&race.actor->go, true);
+	VMR_WAIT_FOR(read, atomic_load(&race.actor->done), EXCL_S);
+	if (read)
+		race_error("an event was read while a page was being installed");
+}
+
+/* Hold an install until another fault was served meanwhile. */
+static void fire_hold_fault(void)
+{
+	bool ok;
+
+	VMR_WAIT_FOR(ok, atomic_load(&race.other_served), INJECT_S);
+	if (!ok)
+		race_error("no other fault was served while a page was being "
+			   "installed");
+}
+
 static void race_fire(void)
 {
 	if (!atomic_exchange(&race.armed, false))
@@ -524,6 +565,12 @@ static void race_fire(void)
 		break;
 	case DO_OUTLIVE:
 		fire_outlive();
+		break;
+	case DO_HOLD_EVENT:
+		fire_hold_event();
+		break;
+	case DO_HOLD_FAULT:
+		fire_hold_fault();
 		break;
 	}
 	atomic_store(&race.returned, true);
@@ -612,6 +659,7 @@ static void setup(void)
 	atomic_init(&race.hold_events, false);
 	atomic_init(&race.events_held, false);
 	atomic_init(&race.dup_waiting, false);
+	atomic_init(&race.other_served, false);
 	atomic_init(&race.copy_err, 0);
 	atomic_init(&race.err, NULL);
 	atomic_init(&race_faulter_done, false);
@@ -951,6 +999,98 @@ START_TEST(test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping)
 	/* Each retried, found no region, and slept once (the duplicate). */
 	ck_assert_uint_eq(st.result_sigsegv, 2);
 	ck_assert_uint_eq(st.page_wait_sleeps, 1);
+}
+END_TEST
+
+/* ---- reads and installs -------------------------------------------------- */
+
+/*
+ * With events and several handler threads, no message is read while a
+ * page is being installed: a REMOVE read then would let its madvise() zap
+ * the range before the copy lands, and leave the store's contents in
+ * memory just discarded.  One fault is held just before its ioctl while
+ * the actor removes its page; two idle handler threads could read the
+ * event, yet it must stay unread for EXCL_S.  Then the copy meets the
+ * queued event (EAGAIN) and is deferred, the event is read and applied,
+ * and the faulter and the page read zero, never the store.  (Without the
+ * exclusion the event is read at once, the zap runs, and the copy lands
+ * after it.)  _i: the policy.
+ */
+START_TEST(test_no_event_is_read_while_a_page_is_installed)
+{
+	const enum vmr_retry_policy policy = policies[_i];
+	struct vmr_uffd_stats u;
+	struct toucher t;
+	struct actor act;
+	struct area a;
+	enum view v;
+
+	if (!need_debug_points(__func__))
+		return;
+	if (!open_race_runtime(policy, 3, __func__))
+		return;
+	a = registered_area(PAGES, 9200 + (uint64_t)_i * PAGES);
+	start_actor(&act, EV_REMOVE, &a, NULL);
+	race.actor = &act;
+	race.faulter = &t;
+	arm(AT_INSTALL, DO_HOLD_EVENT, &a, TARGET);
+	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
+	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
+	assert_race_ran();
+	ck_assert_int_eq(act.ret, 0);
+	ck_assert_msg(t.view == VIEW_ZERO, "the faulter read %s",
+		      view_names[t.view]);
+	u = settled_ustats();
+	ck_assert_uint_eq(u.copies, 0);
+	ck_assert_uint_ge(u.eagain, 1);
+	ck_assert_uint_eq(u.events_remove, 1);
+	ck_assert_uint_eq(u.poisoned, 0);
+	v = look_from_thread(page_addr(&a, TARGET), page_off(&a, TARGET));
+	ck_assert_msg(v == VIEW_ZERO, "the removed page reads %s afterwards",
+		      view_names[v]);
+}
+END_TEST
+
+/*
+ * Without events there is nothing to order: an install in flight keeps no
+ * other handler thread from reading and serving faults.  One fault is held
+ * just before its ioctl until a fault on another page has been served (two
+ * handler threads, VMR_UFFD_NO_EVENTS); then both pages read the store.
+ */
+START_TEST(test_without_events_an_install_keeps_no_other_fault_waiting)
+{
+	const struct rt_opts o = { .policy = VMR_RETRY_VMA,
+				   .threads = 2,
+				   .flags = VMR_UFFD_NO_EVENTS };
+	struct vmr_uffd_stats u;
+	struct toucher t;
+	struct area a;
+	enum view v;
+	bool ok;
+
+	if (!need_debug_points(__func__))
+		return;
+	if (!open_race_runtime_with(&o, __func__))
+		return;
+	a = registered_area(PAGES, 9300);
+	race.faulter = &t;
+	arm(AT_INSTALL, DO_HOLD_FAULT, &a, TARGET);
+	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
+	ck_assert_msg(ok, "the fault never reached %s", at_names[AT_INSTALL]);
+	v = look_from_thread(page_addr(&a, TARGET + 1),
+			     page_off(&a, TARGET + 1));
+	atomic_store(&race.other_served, true);
+	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
+	assert_race_ran();
+	ck_assert_uint_eq(v, VIEW_STORE);
+	ck_assert_uint_eq(t.view, VIEW_STORE);
+	u = settled_ustats();
+	ck_assert_uint_eq(u.copies, 2);
+	ck_assert_uint_eq(u.events_remove + u.events_unmap + u.events_remap +
+				  u.events_fork,
+			  0);
 }
 END_TEST
 
@@ -1424,6 +1564,12 @@ static Suite *uffd_race_suite(void)
 	tcase_add_loop_test(
 		tc, test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping,
 		0, 2);
+
+	tc = add_tcase(s, "reads and installs", 60, setup, teardown);
+	tcase_add_loop_test(tc, test_no_event_is_read_while_a_page_is_installed,
+			    0, NR_POLICIES);
+	tcase_add_test(
+		tc, test_without_events_an_install_keeps_no_other_fault_waiting);
 
 	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_fork_while_an_event_is_applied_returns);
