@@ -33,6 +33,11 @@
  *              blocks, so the read is not retried around), so each fault
  *              goes through the region tree, the VMA-range lock, the page
  *              lock, the fault engine and the runtime's counters;
+ *   vmr_no_events  the same with VMR_UFFD_NO_EVENTS: the runtime asks for
+ *              no non-cooperative events, as minimal and umap_like do not,
+ *              and so neither orders its reads nor keeps them out of
+ *              installs (<vmaretry/uffd.h>, struct vmr_uffd_config): the
+ *              like-for-like comparison with the two below;
  *   minimal    the floor: n threads each poll() the one O_NONBLOCK
  *              userfaultfd (and a stop eventfd) and read() batches from
  *              it; for each page-fault message: the store read into a
@@ -124,12 +129,12 @@
  *         metric=us_per_page_1handler value=8.1
  *   BENCH bench=uffd impl=vmr store=zero pinned=0
  *         metric=overhead_pct_vs_minimal_1handler value=1.5
- * where ratio_vs_<impl> is vmr's pages/s over <impl>'s (medians): above 1
- * means vmr wins; us_per_page_1handler is the median of 1e6 / pages_per_s
+ * where ratio_vs_<impl> is vmr's (or vmr_no_events') pages/s over
+ * <impl>'s (medians): above 1 means the library wins; us_per_page_1handler is the median of 1e6 / pages_per_s
  * at one handler (with several app threads faulting, the time one handler
  * spends per page, i.e. the amortised round trip); and
- * overhead_pct_vs_minimal_1handler is vmr's us_per_page_1handler over
- * minimal's, minus 1, in percent.  A progress line per repetition and a
+ * overhead_pct_vs_minimal_1handler is vmr's (vmr_no_events')
+ * us_per_page_1handler over minimal's, minus 1, in percent.  A progress line per repetition and a
  * summary of each implementation's counters go to stderr.
  *
  * Options: --pages=N (default 16384: 64 MiB, so that the default run takes
@@ -267,6 +272,8 @@ struct impl {
 	int (*setup)(struct run *r);
 	/* Stop the handlers and unregister; the area stays mapped. */
 	void (*teardown)(struct run *r);
+	bool ours; /* the library: ratios are of these */
+	unsigned int uffd_flags; /* ours: vmr_uffd_config.flags */
 };
 
 static bool refused(int err)
@@ -949,6 +956,7 @@ static int vmr_setup(struct run *r)
 	cfg.threads = r->handlers;
 	cfg.batch = r->w->batch;
 	cfg.fd = -1;
+	cfg.flags = r->impl->uffd_flags;
 	err = vmr_uffd_create(vs->space, &cfg, sizeof(cfg), &vs->uffd);
 	if (err) {
 		if (!refused(-err))
@@ -994,16 +1002,17 @@ static void vmr_teardown(struct run *r)
 	r->priv = NULL;
 }
 
-/* Ours first: index 0 is what every ratio is of. */
+/* Ours first: every ratio is of one of them over one of the others. */
 static const struct impl impls[] = {
-	{ "vmr", vmr_setup, vmr_teardown },
-	{ "minimal", minimal_setup, hw_teardown },
-	{ "umap_like", umap_like_setup, hw_teardown },
+	{ "vmr", vmr_setup, vmr_teardown, true, 0 },
+	{ "vmr_no_events", vmr_setup, vmr_teardown, true, VMR_UFFD_NO_EVENTS },
+	{ "minimal", minimal_setup, hw_teardown, false, 0 },
+	{ "umap_like", umap_like_setup, hw_teardown, false, 0 },
 };
 
 #define NR_IMPLS (sizeof(impls) / sizeof(impls[0]))
-#define IMPL_MINIMAL 1u
-#define IMPL_UMAP_LIKE 2u
+#define NR_OURS 2u
+#define IMPL_MINIMAL 2u
 
 /* ---- running one repetition ---------------------------------------------- */
 
@@ -1067,10 +1076,10 @@ static void check_vmr_stats(const struct run *r)
 	if (st->poisoned || st->store_errors || st->enoent || st->esrch ||
 	    st->copies > r->w->pages)
 		fprintf(stderr,
-			"bench_uffd: WARNING: impl=vmr store=%s handlers=%u: "
+			"bench_uffd: WARNING: impl=%s store=%s handlers=%u: "
 			"poisoned=%llu store_errors=%llu enoent=%llu "
 			"esrch=%llu copies=%llu (pages=%zu)\n",
-			store_names[r->store->kind], r->handlers,
+			r->impl->name, store_names[r->store->kind], r->handlers,
 			(unsigned long long)st->poisoned,
 			(unsigned long long)st->store_errors,
 			(unsigned long long)st->enoent,
@@ -1149,7 +1158,7 @@ static double run_rep(struct world *w, const struct impl *impl,
 	if (munmap(r->area, r->len))
 		bench_die("munmap", errno);
 	wd_disarm();
-	if (impl == &impls[0])
+	if (impl->ours)
 		check_vmr_stats(r);
 	if (last <= first)
 		bench_die("a run took no time", EIO);
@@ -1167,7 +1176,7 @@ struct results {
 	double pps[NR_STORES][MAX_COUNTS][NR_IMPLS][MAX_REPS];
 	/* counters summed over every run of an implementation */
 	struct hw_counts hw[NR_IMPLS];
-	struct vmr_uffd_stats st;
+	struct vmr_uffd_stats st[NR_OURS];
 	uint64_t runs[NR_IMPLS];
 };
 
@@ -1198,7 +1207,7 @@ static void print_figures(const struct world *w, const struct results *res)
 {
 	char keys[64], metric[64];
 	double m[MAX_COUNTS][NR_IMPLS];
-	unsigned int s, k, i;
+	unsigned int s, k, i, o;
 
 	for (s = 0; s < NR_STORES; s++) {
 		if (!res->store_on[s])
@@ -1214,13 +1223,15 @@ static void print_figures(const struct world *w, const struct results *res)
 				bench_print("uffd", impls[i].name, keys,
 					    "pages_per_s", m[k][i]);
 			}
-			for (i = 1; i < NR_IMPLS && res->on[0]; i++) {
-				if (!res->on[i])
-					continue;
-				snprintf(metric, sizeof(metric),
-					 "ratio_vs_%s", impls[i].name);
-				bench_print("uffd", impls[0].name, keys, metric,
-					    m[k][0] / m[k][i]);
+			for (o = 0; o < NR_OURS; o++) {
+				for (i = NR_OURS; i < NR_IMPLS; i++) {
+					if (!res->on[o] || !res->on[i])
+						continue;
+					snprintf(metric, sizeof(metric),
+						 "ratio_vs_%s", impls[i].name);
+					bench_print("uffd", impls[o].name, keys,
+						    metric, m[k][o] / m[k][i]);
+				}
 			}
 		}
 	}
@@ -1236,30 +1247,36 @@ static void print_figures(const struct world *w, const struct results *res)
 					    "us_per_page_1handler",
 					    us_per_page_1(res, s, i));
 		}
-		if (res->on[0] && res->on[IMPL_MINIMAL])
-			bench_print("uffd", impls[0].name, keys,
+		for (o = 0; o < NR_OURS; o++) {
+			if (!res->on[o] || !res->on[IMPL_MINIMAL])
+				continue;
+			bench_print("uffd", impls[o].name, keys,
 				    "overhead_pct_vs_minimal_1handler",
-				    (us_per_page_1(res, s, 0) /
+				    (us_per_page_1(res, s, o) /
 					     us_per_page_1(res, s,
 							   IMPL_MINIMAL) -
 				     1) * 100);
+		}
 	}
 }
 
 static void print_counters(const struct results *res)
 {
-	const struct vmr_uffd_stats *st = &res->st;
+	const struct vmr_uffd_stats *st;
 	const struct hw_counts *c;
 	unsigned int i;
 
-	if (res->on[0])
+	for (i = 0; i < NR_OURS; i++) {
+		if (!res->on[i])
+			continue;
+		st = &res->st[i];
 		fprintf(stderr,
-			"bench_uffd: impl=vmr counters over %llu runs: "
+			"bench_uffd: impl=%s counters over %llu runs: "
 			"messages=%llu batches=%llu faults=%llu coalesced=%llu "
 			"copies=%llu zeropages=%llu poisoned=%llu wakes=%llu "
 			"eexist=%llu eagain=%llu enoent=%llu esrch=%llu "
 			"store_errors=%llu\n",
-			(unsigned long long)res->runs[0],
+			impls[i].name, (unsigned long long)res->runs[i],
 			(unsigned long long)st->messages,
 			(unsigned long long)st->batches,
 			(unsigned long long)st->faults,
@@ -1273,7 +1290,8 @@ static void print_counters(const struct results *res)
 			(unsigned long long)st->enoent,
 			(unsigned long long)st->esrch,
 			(unsigned long long)st->store_errors);
-	for (i = 1; i < NR_IMPLS; i++) {
+	}
+	for (i = NR_OURS; i < NR_IMPLS; i++) {
 		if (!res->on[i])
 			continue;
 		c = &res->hw[i];
@@ -1299,10 +1317,10 @@ static void add_counters(struct results *res, unsigned int i,
 			 const struct run *r)
 {
 	struct hw_counts *c = &res->hw[i];
-	struct vmr_uffd_stats *st = &res->st;
+	struct vmr_uffd_stats *st = &res->st[i < NR_OURS ? i : 0];
 
 	res->runs[i]++;
-	if (i == 0) {
+	if (impls[i].ours) {
 		st->messages += r->st.messages;
 		st->batches += r->st.batches;
 		st->faults += r->st.faults;
@@ -1394,7 +1412,7 @@ int main(int argc, char **argv)
 			"usage: %s [--pages=N] [--app-threads=1..%d] "
 			"[--max-handlers=1..%d] [--reps=1..%d] "
 			"[--sleep-us=N] [--batch=1..%d] [--timeout=S] "
-			"[--seed=N] [--pin] [--impl=vmr|minimal|umap_like] "
+			"[--seed=N] [--pin] [--impl=NAME] "
 			"[--store=zero|sleep]\n",
 			argv[0], MAX_APPS, MAX_HANDLERS, MAX_REPS, MAX_BATCH);
 		return 2;
