@@ -255,6 +255,10 @@ static bool iter_step_leaf(struct vmr_tree_iter *it, int dir)
 	int top = it->height - 1, lvl;
 	const struct node *n;
 
+	/* Never true (iter_seek() bounds it); gcc -O3 cannot see that and
+	 * warns of a write past it->slot[] below. */
+	if (it->height > VMR_TREE_MAX_HEIGHT)
+		return false;
 	for (lvl = top - 1; lvl >= 0; lvl--) {
 		n = it->node[lvl];
 		if (dir > 0 ? it->slot[lvl] + 1 < n->count : it->slot[lvl] > 0)
