@@ -86,10 +86,14 @@ struct vmr_uffd_store_ops {
  * REMOVE read then would let its madvise() discard the range before the
  * copy lands).  With VMR_UFFD_NO_EVENTS (or a descriptor without events)
  * the threads read and install in parallel, as a hand-written handler
- * does; the caller must then keep its own madvise(MADV_DONTNEED), munmap()
- * and mremap() of registered memory apart from faults in it, since the
- * runtime never hears of them.  The difference shows from two handler
- * threads on (bench_uffd's vmr and vmr_no_events).
+ * does; the difference shows from two handler threads on (bench_uffd's
+ * vmr and vmr_no_events).  The runtime then never hears of the process's
+ * madvise(MADV_DONTNEED), munmap() or mremap() of registered memory.  A
+ * discarded page faults in again from the store (and a duplicate message
+ * read after its page was installed costs a store read, then EEXIST).  But
+ * a discard racing a fault on its pages may leave the store's page in
+ * place, and unmapped or moved ranges stay in the space until
+ * vmr_uffd_unmap(): keep those apart from faults yourself.
  *
  * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
  * until a handler thread reads the FORK message, and glibc holds malloc's

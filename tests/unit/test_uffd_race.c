@@ -1002,6 +1002,25 @@ START_TEST(test_a_fault_asleep_on_a_page_outlives_the_unmap_of_its_mapping)
 }
 END_TEST
 
+/*
+ * The set-up of a race with a REMOVE: an area of PAGES pages at store page
+ * @store_page, the actor @act ready to remove its event range, and the
+ * toucher @t faulting on page TARGET, armed at @at for @action.
+ */
+static struct area remove_race(struct actor *act, struct toucher *t,
+			       enum at at, enum action action,
+			       uint64_t store_page)
+{
+	struct area a = registered_area(PAGES, store_page);
+
+	start_actor(act, EV_REMOVE, &a, NULL);
+	race.actor = act;
+	race.faulter = t;
+	arm(at, action, &a, TARGET);
+	start_toucher(t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	return a;
+}
+
 /* ---- reads and installs -------------------------------------------------- */
 
 /*
@@ -1029,12 +1048,8 @@ START_TEST(test_no_event_is_read_while_a_page_is_installed)
 		return;
 	if (!open_race_runtime(policy, 3, __func__))
 		return;
-	a = registered_area(PAGES, 9200 + (uint64_t)_i * PAGES);
-	start_actor(&act, EV_REMOVE, &a, NULL);
-	race.actor = &act;
-	race.faulter = &t;
-	arm(AT_INSTALL, DO_HOLD_EVENT, &a, TARGET);
-	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	a = remove_race(&act, &t, AT_INSTALL, DO_HOLD_EVENT,
+			9200 + (uint64_t)_i * PAGES);
 	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
 	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
 	assert_race_ran();
@@ -1119,12 +1134,7 @@ START_TEST(test_destroy_with_a_fault_parked_and_an_event_queued_ends_both)
 		return;
 	if (!open_race_runtime(policy, 1, __func__))
 		return;
-	a = registered_area(PAGES, 12000 + (uint64_t)_i * PAGES);
-	start_actor(&act, EV_REMOVE, &a, NULL);
-	race.actor = &act;
-	race.faulter = &t;
-	arm(at, DO_PARK, &a, TARGET);
-	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
+	a = remove_race(&act, &t, at, DO_PARK, 12000 + (uint64_t)_i * PAGES);
 	VMR_WAIT_FOR(ok, atomic_load(&race.fired), DEADLINE_S);
 	ck_assert_msg(ok, "the fault never reached %s", at_names[at]);
 	/* Parked, and the event queued (or the injection says why not). */
