@@ -53,9 +53,10 @@
  * has nothing to order: its handler threads read in parallel, without the
  * read mutex, the batch numbers or the exclusion, as a hand-written
  * handler does.  A madvise(MADV_DONTNEED) of registered memory then races
- * the runtime's installs as it races any handler's (a copy may land after
- * the zap): a caller that hears no events keeps discards and faults apart
- * itself.
+ * the runtime's installs as it races any handler's: a copy for a page in
+ * the range may land after the zap and stay.  A caller that hears no
+ * events keeps its discards apart from faults on the same pages (a page
+ * discarded alone faults in again: see "Installed pages").
  *
  * Installed pages.  A page's state in its mapping's page map says it was
  * installed, so that a duplicate message only wakes.  That holds as long
