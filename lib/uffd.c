@@ -219,19 +219,15 @@ struct vmr_uffd {
 	bool own_fd;
 	int stop_fd;
 	uint64_t features;
-	bool hears_removes; /* REMOVE events: see "Installed pages" */
 	size_t page;
 	unsigned int page_shift; /* log2(page) */
 	unsigned int nr_threads, batch;
 	struct handler *handlers;
-	/* See "Without events" above. */
-	bool events;       /* the descriptor delivers events */
-	bool serial_reads; /* events, and several handler threads */
 	/* Batch order (see above). */
 	pthread_mutex_t read_lock;
 	/* Set while a handler reads messages: no install may run then. */
 	_Atomic bool reading;
-	/* Written under read_lock (serial_reads) or by the one handler. */
+	/* Written under read_lock (serial_reads()) or by the one handler. */
 	uint32_t batch_seq;
 	_Atomic uint32_t last_event_seq;
 	_Atomic uint32_t events_applied;
@@ -506,6 +502,24 @@ static vmr_fault_t give_up(struct vmr_fault *vmf, struct fault_ctx *c,
 	return VMR_FAULT_COMPLETED;
 }
 
+/* The descriptor delivers events: see "Without events". */
+static inline bool has_events(const struct vmr_uffd *u)
+{
+	return u->features & RUNTIME_EVENTS;
+}
+
+/* Events and several handler threads: reads are ordered and excluded. */
+static inline bool serial_reads(const struct vmr_uffd *u)
+{
+	return u->nr_threads > 1 && has_events(u);
+}
+
+/* A discard is reported: see "Installed pages". */
+static inline bool hears_removes(const struct vmr_uffd *u)
+{
+	return u->features & UFFD_FEATURE_EVENT_REMOVE;
+}
+
 /*
  * Wait until @flag is clear (acquire).  The other side holds it across one
  * system call (a read() of messages, an installing ioctl), a few
@@ -532,7 +546,7 @@ static void wait_clear(_Atomic bool *flag)
  */
 static bool install_begin(struct handler *h)
 {
-	if (!h->uffd->serial_reads)
+	if (!serial_reads(h->uffd))
 		return false;
 	for (;;) {
 		atomic_store_explicit(&h->installing, true,
@@ -551,7 +565,7 @@ static bool install_begin(struct handler *h)
 
 static void install_end(struct handler *h)
 {
-	if (h->uffd->serial_reads)
+	if (serial_reads(h->uffd))
 		atomic_store_explicit(&h->installing, false,
 				      memory_order_release);
 }
@@ -564,6 +578,13 @@ static enum outcome install(struct handler *h, const struct fault_ctx *c,
 	if (c->read_err)
 		return do_poison(h, addr);
 	return do_copy(h, addr, (m->mode & VMR_UFFD_WP) && !c->write, excl);
+}
+
+/* The index in its mapping's page map of the page at @addr. */
+static inline size_t page_index(const struct vmr_uffd *u, uintptr_t base,
+				uintptr_t addr)
+{
+	return (addr - base) >> u->page_shift;
 }
 
 /*
@@ -580,13 +601,6 @@ static enum outcome install(struct handler *h, const struct fault_ctx *c,
  * samples went from 1724-1956 to 1507-1679, vmr_page_trylock()'s from 442
  * to 104, about 80 ns of the 7.9 us a page takes.
  */
-/* The index in its mapping's page map of the page at @addr. */
-static inline size_t page_index(const struct vmr_uffd *u, uintptr_t base,
-				uintptr_t addr)
-{
-	return (addr - base) >> u->page_shift;
-}
-
 static void hint_set(struct handler *h, const struct mapping *m)
 {
 	if (h->hint_pages != m->pages) {
@@ -671,7 +685,7 @@ static vmr_fault_t uffd_fault(struct vmr_fault *vmf)
 		goto installed;
 	}
 	if (vmr_page_uptodate(m->pages, idx) &&
-	    (h->uffd->hears_removes || c->follows)) {
+	    (hears_removes(h->uffd) || c->follows)) {
 		/* A duplicate message: the page is in already. */
 		hcount(h, UC(coalesced));
 		wake(h, vmf->address, h->uffd->page);
@@ -1027,7 +1041,7 @@ static void read_begin(struct handler *h)
 {
 	struct vmr_uffd *u = h->uffd;
 
-	if (!u->serial_reads)
+	if (!serial_reads(u))
 		return;
 	pthread_mutex_lock(&u->read_lock);
 	atomic_store_explicit(&u->reading, true, memory_order_relaxed);
@@ -1040,7 +1054,7 @@ static void read_begin(struct handler *h)
 
 static void read_end(struct vmr_uffd *u)
 {
-	if (!u->serial_reads)
+	if (!serial_reads(u))
 		return;
 	atomic_store_explicit(&u->reading, false, memory_order_release);
 	pthread_mutex_unlock(&u->read_lock);
@@ -1082,7 +1096,7 @@ static size_t handle_batch(struct handler *h)
 	for (size_t i = 0; i < n && !events; i++)
 		events = is_event(&h->msgs[i]);
 	seq = barrier = 0;
-	if (u->events) {
+	if (has_events(u)) {
 		seq = ++u->batch_seq;
 		barrier = atomic_load_explicit(&u->last_event_seq,
 					       memory_order_relaxed);
@@ -1102,7 +1116,7 @@ static size_t handle_batch(struct handler *h)
 		}
 		hcount(h, UC(faults));
 		if (!handle_fault_msg(h, &h->msgs[i],
-				      !u->hears_removes &&
+				      !hears_removes(u) &&
 					      resolved_before(h, i))) {
 			defer(h, &h->msgs[i]);
 			h->msgs[i].event = 0; /* not resolved: see above */
@@ -1388,9 +1402,6 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 		return err;
 	}
 	err = negotiate(u, cfg);
-	u->events = (u->features & RUNTIME_EVENTS) != 0;
-	u->hears_removes = u->features & UFFD_FEATURE_EVENT_REMOVE;
-	u->serial_reads = u->events && u->nr_threads > 1;
 	if (!err && start)
 		err = start_threads(u);
 	if (err) {

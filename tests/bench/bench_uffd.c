@@ -33,11 +33,12 @@
  *              blocks, so the read is not retried around), so each fault
  *              goes through the region tree, the VMA-range lock, the page
  *              lock, the fault engine and the runtime's counters;
- *   vmr_no_events  the same with VMR_UFFD_NO_EVENTS: the runtime asks for
- *              no non-cooperative events, as minimal and umap_like do not,
- *              and so neither orders its reads nor keeps them out of
- *              installs (<vmaretry/uffd.h>, struct vmr_uffd_config): the
- *              like-for-like comparison with the two below;
+ *   vmr_no_events  the same with VMR_UFFD_NO_EVENTS: the runtime asks
+ *              for no non-cooperative events (minimal and umap_like ask
+ *              for none either), and so neither orders its reads nor
+ *              keeps them out of installs (<vmaretry/uffd.h>, struct
+ *              vmr_uffd_config): the like-for-like comparison with the
+ *              two below;
  *   minimal    the floor: n threads each poll() the one O_NONBLOCK
  *              userfaultfd (and a stop eventfd) and read() batches from
  *              it; for each page-fault message: the store read into a
@@ -130,12 +131,14 @@
  *   BENCH bench=uffd impl=vmr store=zero pinned=0
  *         metric=overhead_pct_vs_minimal_1handler value=1.5
  * where ratio_vs_<impl> is vmr's (or vmr_no_events') pages/s over
- * <impl>'s (medians): above 1 means the library wins; us_per_page_1handler is the median of 1e6 / pages_per_s
- * at one handler (with several app threads faulting, the time one handler
- * spends per page, i.e. the amortised round trip); and
+ * <impl>'s (medians): above 1 means the library wins;
+ * us_per_page_1handler is the median of 1e6 / pages_per_s at one handler
+ * (with several app threads faulting, the time one handler spends per
+ * page, i.e. the amortised round trip); and
  * overhead_pct_vs_minimal_1handler is vmr's (vmr_no_events')
- * us_per_page_1handler over minimal's, minus 1, in percent.  A progress line per repetition and a
- * summary of each implementation's counters go to stderr.
+ * us_per_page_1handler over minimal's, minus 1, in percent.  A progress
+ * line per repetition and a summary of each implementation's counters go
+ * to stderr.
  *
  * Options: --pages=N (default 16384: 64 MiB, so that the default run takes
  * about 35 s on the development VMs; 65536, 256 MiB, takes about 2.5
@@ -272,7 +275,6 @@ struct impl {
 	int (*setup)(struct run *r);
 	/* Stop the handlers and unregister; the area stays mapped. */
 	void (*teardown)(struct run *r);
-	bool ours; /* the library: ratios are of these */
 	unsigned int uffd_flags; /* ours: vmr_uffd_config.flags */
 };
 
@@ -1002,12 +1004,13 @@ static void vmr_teardown(struct run *r)
 	r->priv = NULL;
 }
 
-/* Ours first: every ratio is of one of them over one of the others. */
+/* Ours (the library's) first, NR_OURS of them: every ratio is of one of
+ * them over one of the others. */
 static const struct impl impls[] = {
-	{ "vmr", vmr_setup, vmr_teardown, true, 0 },
-	{ "vmr_no_events", vmr_setup, vmr_teardown, true, VMR_UFFD_NO_EVENTS },
-	{ "minimal", minimal_setup, hw_teardown, false, 0 },
-	{ "umap_like", umap_like_setup, hw_teardown, false, 0 },
+	{ "vmr", vmr_setup, vmr_teardown, 0 },
+	{ "vmr_no_events", vmr_setup, vmr_teardown, VMR_UFFD_NO_EVENTS },
+	{ "minimal", minimal_setup, hw_teardown, 0 },
+	{ "umap_like", umap_like_setup, hw_teardown, 0 },
 };
 
 #define NR_IMPLS (sizeof(impls) / sizeof(impls[0]))
@@ -1158,7 +1161,7 @@ static double run_rep(struct world *w, const struct impl *impl,
 	if (munmap(r->area, r->len))
 		bench_die("munmap", errno);
 	wd_disarm();
-	if (impl->ours)
+	if (impl < impls + NR_OURS)
 		check_vmr_stats(r);
 	if (last <= first)
 		bench_die("a run took no time", EIO);
@@ -1317,10 +1320,11 @@ static void add_counters(struct results *res, unsigned int i,
 			 const struct run *r)
 {
 	struct hw_counts *c = &res->hw[i];
-	struct vmr_uffd_stats *st = &res->st[i < NR_OURS ? i : 0];
+	struct vmr_uffd_stats *st;
 
 	res->runs[i]++;
-	if (impls[i].ours) {
+	if (i < NR_OURS) {
+		st = &res->st[i];
 		st->messages += r->st.messages;
 		st->batches += r->st.batches;
 		st->faults += r->st.faults;

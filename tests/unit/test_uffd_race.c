@@ -529,7 +529,8 @@ static void fire_hold_event(void)
 	atomic_store(&race.actor->go, true);
 	VMR_WAIT_FOR(read, atomic_load(&race.actor->done), EXCL_S);
 	if (read)
-		race_error("an event was read while a page was being installed");
+		race_error("an event was read while a page was being "
+			   "installed");
 }
 
 /* Hold an install until another fault was served meanwhile. */
@@ -646,6 +647,21 @@ static void assert_race_ran(void)
 	ck_assert_msg(!err, "the injection at %s: %s", at_names[race.at], err);
 }
 
+/*
+ * Join the race's faulter @t (its area @a) and actor @act, each within
+ * DEADLINE_S; the injection must have run without an error, and the
+ * actor's call must have succeeded.
+ */
+static void join_race(struct toucher *t, struct actor *act,
+		      const struct area *a)
+{
+	join_faulter(t, a->base, PAGES * pg, DEADLINE_S);
+	ck_assert_int_eq(vmr_test_join(act->thread, DEADLINE_S), 0);
+	assert_race_ran();
+	ck_assert_msg(!act->ret, "the %s failed: %s", ev_names[act->ev],
+		      strerror(act->ret));
+}
+
 /* ---- fixture ------------------------------------------------------------ */
 
 static void setup(void)
@@ -730,11 +746,7 @@ START_TEST(test_an_event_at_each_point_of_a_fault_leaves_every_page_right)
 		atomic_store(&race.hold_events, true);
 	arm(at, DO_EVENT, &a, TARGET);
 	start_toucher(&t, page_addr(&a, TARGET), page_off(&a, TARGET));
-	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
-	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
-	assert_race_ran();
-	ck_assert_msg(!act.ret, "the %s failed: %s", ev_names[ev],
-		      strerror(act.ret));
+	join_race(&t, &act, &a);
 	if (ev == EV_REMAP && !act.plugged)
 		forget_memory(a.base);
 	u = settled_ustats();
@@ -1050,10 +1062,7 @@ START_TEST(test_no_event_is_read_while_a_page_is_installed)
 		return;
 	a = remove_race(&act, &t, AT_INSTALL, DO_HOLD_EVENT,
 			9200 + (uint64_t)_i * PAGES);
-	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
-	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
-	assert_race_ran();
-	ck_assert_int_eq(act.ret, 0);
+	join_race(&t, &act, &a);
 	ck_assert_msg(t.view == VIEW_ZERO, "the faulter read %s",
 		      view_names[t.view]);
 	u = settled_ustats();
@@ -1143,10 +1152,7 @@ START_TEST(test_destroy_with_a_fault_parked_and_an_event_queued_ends_both)
 	ck_assert_msg(ok, "the REMOVE never reached the queue");
 	start_destroy(&d);
 	join_destroy(&d, DESTROY_S);
-	join_faulter(&t, a.base, PAGES * pg, DEADLINE_S);
-	ck_assert_int_eq(vmr_test_join(act.thread, DEADLINE_S), 0);
-	assert_race_ran();
-	ck_assert_int_eq(act.ret, 0);
+	join_race(&t, &act, &a);
 	ck_assert_msg(t.view == VIEW_ZERO, "the faulter read %s",
 		      view_names[t.view]);
 	ck_assert_int_eq(vmr_space_destroy(space), 0);
