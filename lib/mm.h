@@ -78,8 +78,22 @@ int vmr_tstates_init(struct vmr_tstate_table *table);
 void vmr_tstates_fini(struct vmr_space *space);
 struct vmr_tstate *vmr_tstate_at(const struct vmr_tstate_table *table,
 				 uint32_t i);
-/* The calling thread's tstate in @space; NULL if out of memory or full. */
-struct vmr_tstate *vmr_tstate_get(struct vmr_space *space);
+/*
+ * The tstate of the space the calling thread last looked one up in, so
+ * that a thread faulting in one space finds its own with one compare.
+ * Never stale: space ids are never reused, a space's teardown leaves no
+ * other space with its id, and a thread's exit, which orphans its tstates,
+ * clears it.
+ */
+struct vmr_tstate_hint {
+	uint64_t space_id; /* 0: none */
+	struct vmr_tstate *ts;
+};
+extern _Thread_local struct vmr_tstate_hint vmr_tstate_hint VMR_TLS_MODEL;
+
+/* vmr_tstate_get() past the hint: the thread's cache, then its bindings. */
+struct vmr_tstate *vmr_tstate_find(struct vmr_space *space);
+
 uint64_t vmr_space_id_new(void);
 
 /* Start fetching page @index's word of @map for a lock soon; @map may be
@@ -166,6 +180,14 @@ struct vmr_space {
 	pthread_mutex_t maps_lock;
 	struct vmr_pagemap *maps;
 };
+
+/* The calling thread's tstate in @space; NULL if out of memory or full. */
+static inline struct vmr_tstate *vmr_tstate_get(struct vmr_space *sp)
+{
+	if (vmr_likely(vmr_tstate_hint.space_id == sp->id))
+		return vmr_tstate_hint.ts;
+	return vmr_tstate_find(sp);
+}
 
 /* Wake every waiter of every page map of @space (shutdown). */
 void vmr_pagemaps_wake_all(struct vmr_space *space);

@@ -56,6 +56,7 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static _Atomic uint64_t next_space_id = 1;
 static _Thread_local struct vmr_thread *self VMR_TLS_MODEL;
+_Thread_local struct vmr_tstate_hint vmr_tstate_hint VMR_TLS_MODEL;
 
 /* Thread exit: orphan every tstate of this thread, free the thread. */
 static void thread_exit(void *arg)
@@ -70,6 +71,8 @@ static void thread_exit(void *arg)
 	vmr_free(t->all);
 	vmr_free(t);
 	self = NULL;
+	/* Its tstates are orphans now, another thread's to adopt. */
+	vmr_tstate_hint.space_id = 0;
 }
 
 static void make_key(void)
@@ -188,18 +191,23 @@ static struct vmr_tstate *tstate_slow(struct vmr_space *space)
 	return ts;
 }
 
-struct vmr_tstate *vmr_tstate_get(struct vmr_space *space)
+struct vmr_tstate *vmr_tstate_find(struct vmr_space *space)
 {
 	struct vmr_thread *t = self;
+	struct vmr_tstate *ts = NULL;
 
 	if (vmr_likely(t)) {
-		for (unsigned int i = 0; i < CACHE_WAYS; i++)
+		for (unsigned int i = 0; i < CACHE_WAYS && !ts; i++)
 			if (atomic_load_explicit(&t->cache[i].space_id,
 						 memory_order_relaxed) ==
 			    space->id)
-				return t->cache[i].ts;
+				ts = t->cache[i].ts;
 	}
-	return tstate_slow(space);
+	if (!ts)
+		ts = tstate_slow(space);
+	if (ts)
+		vmr_tstate_hint = (struct vmr_tstate_hint){ space->id, ts };
+	return ts;
 }
 
 /* Drop every binding of @space from the thread that owns @ts. */
