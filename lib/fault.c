@@ -37,7 +37,11 @@
  * no shared line.  With VMR_SPACE_TIME_FAULTS each fault also reads the
  * clock twice for the latency histogram.
  */
-#include "mm.h"
+/* The range lock's read side is inlined (lib/rangelock.h). */
+#define _LGPL_SOURCE
+#include <urcu/urcu-memb.h>
+
+#include "rangelock.h"
 
 #include <errno.h>
 
@@ -68,21 +72,23 @@ bool vmr_fault_allow_retry_first(const struct vmr_fault *vmf)
 			      VMR_FAULT_FLAG_ALLOW_RETRY;
 }
 
+/* Release the lock the fault holds (it holds one). */
+static inline void fault_unlock(struct vmr_fault *vmf)
+{
+	if (vmr_likely(vmf->lock == VMR_FAULT_LOCK_VMA))
+		vmr_range_read_unlock_held(vmf->space, &vmf->range);
+	else
+		vmr_space_read_unlock(vmf->space);
+	vmf->lock = VMR_FAULT_LOCK_NONE;
+}
+
 int vmr_fault_release(struct vmr_fault *vmf)
 {
 	if (!vmf)
 		return -EINVAL;
-	switch (vmf->lock) {
-	case VMR_FAULT_LOCK_VMA:
-		vmr_range_read_unlock_held(vmf->space, &vmf->range);
-		break;
-	case VMR_FAULT_LOCK_SPACE:
-		vmr_space_read_unlock(vmf->space);
-		break;
-	default:
+	if (vmf->lock == VMR_FAULT_LOCK_NONE)
 		return vmr_misuse("fault lock released twice") ? -EINVAL : 0;
-	}
-	vmf->lock = VMR_FAULT_LOCK_NONE;
+	fault_unlock(vmf);
 	return 0;
 }
 
@@ -142,7 +148,8 @@ static bool result_is_bad(const struct vmr_fault *vmf, vmr_fault_t res,
  * with the kernel's unlock rule applied: on return the lock is released
  * unless the result is RETRY with RETRY_NOWAIT (then still held).
  */
-static vmr_fault_t call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
+static inline __attribute__((always_inline)) vmr_fault_t
+call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
 {
 	const struct vmr_region *r = vmf->region;
 	unsigned int held_before = vmf->lock;
@@ -154,7 +161,7 @@ static vmr_fault_t call_handler(struct vmr_fault *vmf, struct vmr_tstate *ts)
 	if (vmr_likely(!(res & ~(VMR_FAULT_MAJOR | VMR_FAULT_NOPAGE |
 				 VMR_FAULT_LOCKED)) &&
 		       vmf->lock != VMR_FAULT_LOCK_NONE)) {
-		vmr_fault_release(vmf);
+		fault_unlock(vmf);
 		return res;
 	}
 	if (vmr_unlikely(result_is_bad(vmf, res, held_before))) {
@@ -345,7 +352,8 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 		    !fault_on_vma_lock(&vmf, ts, &flags, &res))
 			fault_on_space_lock(&vmf, ts, &flags, &res);
 	}
-	vmr_fault_unpin(&vmf);
+	if (vmr_unlikely(vmf.pin_held))
+		vmr_fault_unpin(&vmf);
 	count_result(ts, res, flags, start);
 	*result = res;
 	return 0;

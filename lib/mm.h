@@ -243,13 +243,6 @@ void vmr_range_write_lock_held(struct vmr_space *space, uintptr_t start,
 int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 				size_t len, struct vmr_range_lock *lock,
 				unsigned int *misses);
-/* The same, for the caller's tstate @ts (not NULL). */
-int vmr_range_read_lock_ts(struct vmr_space *space, struct vmr_tstate *ts,
-			   uintptr_t addr, size_t len,
-			   struct vmr_range_lock *lock, unsigned int *misses);
-/* vmr_range_read_unlock() for a lock the caller knows it holds. */
-void vmr_range_read_unlock_held(struct vmr_space *space,
-				struct vmr_range_lock *lock);
 
 /* Region objects, lib/region.c. */
 
