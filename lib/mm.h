@@ -61,6 +61,10 @@ struct vmr_tstate {
 	_Atomic uintptr_t start;
 	_Atomic uintptr_t end;
 	_Atomic(struct vmr_thread *) owner; /* NULL: orphan, adoptable */
+	/* Faults that ended on the fine-grained lock with result 0 and no
+	 * TRIED: both vma_lock_success and result_ok, counted once, here in
+	 * the line the fault writes anyway (lib/stats.c adds it to both). */
+	_Atomic uint64_t fast_faults;
 	_Atomic uint64_t count[VMR_NR_COUNTERS]
 		__attribute__((aligned(VMR_CACHELINE)));
 } __attribute__((aligned(VMR_CACHELINE)));
