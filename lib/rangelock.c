@@ -130,7 +130,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-
 /* Visit every published tstate of @space. */
 #define for_each_tstate(space, i, ts)                                         \
 	for (uint32_t i = 0, nr_ = atomic_load_explicit(                       \
@@ -180,10 +179,7 @@ bool vmr_readers_hold(const struct vmr_space *space,
 
 /* ---- read side --------------------------------------------------------- */
 
-
-
-
-
+/* The lock and unlock themselves are inline, in lib/rangelock.h. */
 
 int vmr_range_read_lock_counted(struct vmr_space *space, uintptr_t addr,
 				size_t len, struct vmr_range_lock *lock,
@@ -221,7 +217,6 @@ int vmr_range_read_unlock(struct vmr_range_lock *lock)
 	state_release(lock->region->space, ts, lock->seq);
 	return 0;
 }
-
 
 /* ---- write side -------------------------------------------------------- */
 

@@ -5,9 +5,9 @@
  * The design and its argument are in lib/rangelock.c, which holds the
  * write side and the public calls.  The read side lives here so that the
  * fault engine (lib/fault.c) gets it inlined: a fault's whole common path,
- * lookup to unlock, then runs in a couple of hundred instructions, short
- * enough for the CPU to overlap one fault's misses with the next's (see
- * tests/bench/bench_fault.c).  Include it after <urcu/urcu-memb.h> with
+ * lookup to unlock, is then one function with no call but the handler's
+ * and the tree walk's (see tests/bench/bench_fault.c for what that
+ * saves).  Include it after <urcu/urcu-memb.h> with
  * _LGPL_SOURCE defined, as liburcu's inline read side needs.
  */
 #ifndef VMR_RANGELOCK_H
