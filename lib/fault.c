@@ -35,8 +35,9 @@
  *
  * Counters go to the calling thread's tstate (lib/stats.c): plain stores,
  * no shared line.  The commonest fault (fine-grained lock, result 0) makes
- * one store, to the tstate line its lock writes anyway.  With VMR_SPACE_TIME_FAULTS each fault also reads the
- * clock twice for the latency histogram.
+ * one store, to the tstate line its lock writes anyway.  With
+ * VMR_SPACE_TIME_FAULTS each fault also reads the clock twice for the
+ * latency histogram.
  */
 /* The range lock's read side is inlined (lib/rangelock.h). */
 #define _LGPL_SOURCE
@@ -218,8 +219,9 @@ enum vma_outcome {
 };
 
 /* The fine-grained attempts (*@res set when done). */
-static enum vma_outcome fault_on_vma_lock(struct vmr_fault *vmf, struct vmr_tstate *ts,
-			      unsigned int *flags, vmr_fault_t *res)
+static enum vma_outcome fault_on_vma_lock(struct vmr_fault *vmf,
+					  struct vmr_tstate *ts,
+					  unsigned int *flags, vmr_fault_t *res)
 {
 	struct vmr_space *space = vmf->space;
 	unsigned int misses, tries = 0;
@@ -364,10 +366,7 @@ int vmr_handle_fault(struct vmr_space *space, uintptr_t address,
 	if (vmr_unlikely(vmf.pin_held))
 		vmr_fault_unpin(&vmf);
 	if (vmr_likely(out == VMA_DONE_OK))
-		atomic_store_explicit(&ts->fast_faults,
-				      atomic_load_explicit(&ts->fast_faults,
-							   memory_order_relaxed) + 1,
-				      memory_order_relaxed);
+		vmr_count_add(&ts->fast_faults, 1);
 	else
 		count_result(ts, res, flags);
 	if (start)

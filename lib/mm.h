@@ -104,14 +104,19 @@ uint64_t vmr_space_id_new(void);
  * stale (nothing is read through it). */
 void vmr_page_prefetch(struct vmr_pagemap *map, size_t index);
 
+/* Add @n to a counter that only the calling thread writes (readers sum
+ * with relaxed loads): a load and a store, no read-modify-write. */
+static inline void vmr_count_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(
+		c, atomic_load_explicit(c, memory_order_relaxed) + n,
+		memory_order_relaxed);
+}
+
 /* Count @n more of counter @idx on the calling thread's own tstate. */
 static inline void vmr_count(struct vmr_tstate *ts, size_t idx, uint64_t n)
 {
-	/* Only the owner writes: no read-modify-write needed. */
-	atomic_store_explicit(&ts->count[idx],
-			      atomic_load_explicit(&ts->count[idx],
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	vmr_count_add(&ts->count[idx], n);
 }
 
 /* Count one event of @ns nanoseconds in histogram @hist (a VMR_STAT). */

@@ -6,9 +6,9 @@
  * write side and the public calls.  The read side lives here so that the
  * fault engine (lib/fault.c) gets it inlined: a fault's whole common path,
  * lookup to unlock, is then one function with no call but the handler's
- * and the tree walk's (see tests/bench/bench_fault.c for what that
- * saves).  Include it after <urcu/urcu-memb.h> with
- * _LGPL_SOURCE defined, as liburcu's inline read side needs.
+ * and the tree walk's (tests/bench/bench_fault.c says what that saves).
+ * Include it after <urcu/urcu-memb.h> with _LGPL_SOURCE defined, as
+ * liburcu's inline read side needs.
  */
 #ifndef VMR_RANGELOCK_H
 #define VMR_RANGELOCK_H
@@ -41,7 +41,8 @@ static inline void state_release(const struct vmr_space *space,
 	if (space->lean_unlock) {
 		atomic_store_explicit(&ts->word, free + WORD_GEN,
 				      memory_order_release);
-		/* The writer's membarrier() orders this load after the store. */
+		/* The writer's membarrier() orders this load after the
+		 * store. */
 		atomic_signal_fence(memory_order_seq_cst);
 		if (vmr_unlikely(atomic_load_explicit(&ts->waiter,
 						      memory_order_relaxed)))
@@ -81,8 +82,8 @@ static inline int region_check(struct vmr_space *space,
 
 /* Steps 1-3 for region @r over [start, end) on the thread's state @ts. */
 static inline int state_lock(struct vmr_space *space, struct vmr_tstate *ts,
-		      struct vmr_region *r, uintptr_t start, uintptr_t end,
-		      struct vmr_range_lock *lock)
+			     struct vmr_region *r, uintptr_t start,
+			     uintptr_t end, struct vmr_range_lock *lock)
 {
 	uint32_t v = atomic_load_explicit(&ts->word, memory_order_relaxed);
 	int ret;

@@ -191,18 +191,22 @@ static struct vmr_tstate *tstate_slow(struct vmr_space *space)
 	return ts;
 }
 
+/* @t's cached tstate for space @id; NULL if none (or no @t). */
+static struct vmr_tstate *cached(const struct vmr_thread *t, uint64_t id)
+{
+	if (vmr_likely(t)) {
+		for (unsigned int i = 0; i < CACHE_WAYS; i++)
+			if (atomic_load_explicit(&t->cache[i].space_id,
+						 memory_order_relaxed) == id)
+				return t->cache[i].ts;
+	}
+	return NULL;
+}
+
 struct vmr_tstate *vmr_tstate_find(struct vmr_space *space)
 {
-	struct vmr_thread *t = self;
-	struct vmr_tstate *ts = NULL;
+	struct vmr_tstate *ts = cached(self, space->id);
 
-	if (vmr_likely(t)) {
-		for (unsigned int i = 0; i < CACHE_WAYS && !ts; i++)
-			if (atomic_load_explicit(&t->cache[i].space_id,
-						 memory_order_relaxed) ==
-			    space->id)
-				ts = t->cache[i].ts;
-	}
 	if (!ts)
 		ts = tstate_slow(space);
 	if (ts)

@@ -275,11 +275,7 @@ static _Atomic uint64_t next_mapping_id = 1;
 
 static inline void hcount(struct handler *h, size_t idx)
 {
-	/* Only its thread writes: a load and a store. */
-	atomic_store_explicit(&h->count[idx],
-			      atomic_load_explicit(&h->count[idx],
-						   memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	vmr_count_add(&h->count[idx], 1); /* only its thread writes */
 }
 
 /* ---- ioctls and their outcomes ----------------------------------------- */

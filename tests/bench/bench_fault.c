@@ -69,23 +69,24 @@
  * alternated, at one thread).
  *
  * Instruction counts (callgrind over --retry=0 --max-threads=1 --reps=1
- * --ms=20, a release build with debug info; valgrind has no membarrier,
- * so the range lock takes its fence path there): vmr_handle_fault was 485
- * instructions per fault, 129 of them the tree walk (100 of those the
- * linear pivot scan of the inner nodes); inlining the range lock's read
- * side, the common unlock and the thread-state lookup took it to 359, one
- * fast-fault counter to 356.  The rwlock's lock and unlock are 66 between
- * them.  In alternating A/B runs at one thread ratio_vs_rwlock went from
- * 0.83-0.88 to 0.92-0.98, ratio_vs_bare_lookup from 1.90-1.94 to
- * 1.65-1.76.  A throw-away build whose vmr_handle_fault did nothing but
- * the protocol (thread state, range lock, access check, handler, unlock,
- * one counter: 335 instructions) read 0.95-0.98 against 0.89-0.96 for the
- * real engine in the same alternation (2026-12-07): the engine's checks
- * and bookkeeping are not what is left.  What is left is the protocol's
- * own length against the rwlock's: a short loop lets the CPU run the next
- * fault's tree walk while this one waits for its region's line, and with
- * an lfence after every fault (no such overlap) the three impls nearly
- * meet (vmr 221-223 ns, rwlock 208-215, three runs).
+ * --ms=20, a release build with debug info, 2026-12-07): vmr_handle_fault
+ * was 485 instructions per fault, 129 of them the tree walk (68 of those
+ * the linear pivot scan of the inner nodes); inlining the range lock's
+ * read side, the common unlock and the thread-state lookup took it to
+ * 359, one fast-fault counter to 356.  The rwlock's lock and unlock are 66
+ * between them.  Five alternating runs of the two builds at
+ * --max-threads=2, medians (ranges): ratio_vs_rwlock at one thread went
+ * from 0.87 (0.84-0.93) to 0.96 (0.93-0.98), ratio_vs_bare_lookup from
+ * 2.20 (1.98-2.21) to 1.92 (1.82-2.05).  A throw-away build whose
+ * vmr_handle_fault did nothing but the protocol (thread state, range
+ * lock, access check, handler, unlock, one counter: 335 instructions) read
+ * 0.95-0.98 against 0.89-0.96 for the real engine in the same alternation:
+ * the engine's checks and bookkeeping are not what is left.  With an
+ * lfence before every fault, so that no fault's misses overlap the next
+ * one's tree walk, vmr ran 204-244 ns and rwlock 212-241 (ratio_vs_rwlock
+ * 0.99-1.05, three runs): our guess, not measured further, is that the
+ * rwlock's shorter path lets the CPU start the next fault's walk while
+ * this one waits for its region's line, and ours is too long for that.
  *
  * Part 2: the retry path (bench=fault_retry)
  * ------------------------------------------
