@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -243,6 +244,104 @@ START_TEST(test_exited_threads_leave_their_state_to_new_ones)
 	}
 	/* One thread at a time: each adopted what the last one left. */
 	ck_assert_uint_le(atomic_load(&space->tstates.nr), 2);
+}
+END_TEST
+
+/*
+ * A thread's exit orphans its states, and a new thread may adopt one; but
+ * the exiting thread can still lock from a thread-specific-data destructor
+ * that runs after the library's.  It must then get a state of its own, not
+ * reuse the orphan through its thread-local hint: here the adopter holds a
+ * lock on that orphan, and a late lock on the orphan would fail -EBUSY.
+ */
+static struct {
+	pthread_key_t key;
+	atomic_int step; /* 1 orphaned, 2 adopted and held, 3 late lock done */
+	struct vmr_tstate *orphan, *adopted;
+	int late_ret;
+} late;
+
+static void wait_step(int step)
+{
+	bool ok;
+
+	VMR_WAIT_FOR(ok, atomic_load(&late.step) >= step, 30);
+	ck_assert_msg(ok, "step %d never came", step);
+}
+
+static void late_lock(void *arg)
+{
+	struct vmr_range_lock l;
+
+	if (arg == (void *)1) {
+		/* First round of destructors: the library's may run after
+		 * this one.  In the next round it has run. */
+		pthread_setspecific(late.key, (void *)2);
+		return;
+	}
+	urcu_memb_register_thread();
+	atomic_store(&late.step, 1);
+	wait_step(2);
+	late.late_ret = vmr_range_read_lock(space, BASE + 4 * PG, 1, &l);
+	if (!late.late_ret)
+		vmr_range_read_unlock(&l);
+	urcu_memb_unregister_thread();
+	atomic_store(&late.step, 3);
+}
+
+static void *exiting(void *arg)
+{
+	struct vmr_range_lock l;
+
+	(void)arg;
+	urcu_memb_register_thread();
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &l), 0);
+	late.orphan = l.slot;
+	ck_assert_int_eq(vmr_range_read_unlock(&l), 0);
+	urcu_memb_unregister_thread();
+	pthread_setspecific(late.key, (void *)1);
+	return NULL;
+}
+
+static void *adopter(void *arg)
+{
+	struct vmr_range_lock l;
+
+	(void)arg;
+	urcu_memb_register_thread();
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &l), 0);
+	late.adopted = l.slot;
+	atomic_store(&late.step, 2);
+	wait_step(3);
+	ck_assert_int_eq(vmr_range_read_unlock(&l), 0);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+START_TEST(test_a_late_lock_in_an_exiting_thread_gets_its_own_state)
+{
+	pthread_t t1, t2;
+
+	if (VMR_TEST_TSAN) {
+		/* TSan ends its state of an exiting thread before a second
+		 * round of destructors runs: instrumented code crashes. */
+		fprintf(stderr, "%s: a lock from a late destructor under "
+				"TSan: skipped\n",
+			__func__);
+		return;
+	}
+	map(space, BASE, 8, VMR_PROT_READ, 0);
+	ck_assert_int_eq(pthread_key_create(&late.key, late_lock), 0);
+	ck_assert_int_eq(pthread_create(&t1, NULL, exiting, NULL), 0);
+	wait_step(1);
+	ck_assert_int_eq(pthread_create(&t2, NULL, adopter, NULL), 0);
+	ck_assert_int_eq(vmr_test_join(t1, 30), 0);
+	ck_assert_int_eq(vmr_test_join(t2, 30), 0);
+	/* The scenario happened: the adopter took the orphan... */
+	ck_assert_ptr_eq(late.adopted, late.orphan);
+	/* ...and the late lock did not use it too. */
+	ck_assert_int_eq(late.late_ret, 0);
+	pthread_key_delete(late.key);
 }
 END_TEST
 
@@ -549,8 +648,14 @@ static void read_storm(void)
 	/* The storm was real (readers fail while a writer holds pages). */
 	locks = atomic_load(&st.locks);
 	ck_assert_uint_gt(locks, 10);
-	/* Each write lock waits for at most the faults it found. */
-	ck_assert_msg(worst < 1.0, "a writer waited %.3f s", worst);
+	/*
+	 * Each write lock waits for at most the faults it found, which hold
+	 * for microseconds.  Starving would hang (the readers stop only
+	 * after the writer's last round), so the bound only has to sit
+	 * above what descheduling costs: 1 s was once exceeded (1.175 s)
+	 * with two suites sharing the 2 vCPUs of a development VM.
+	 */
+	ck_assert_msg(worst < 5.0, "a writer waited %.3f s", worst);
 }
 
 START_TEST(test_read_storm_does_not_starve_a_writer)
@@ -771,6 +876,8 @@ static Suite *rangelock_suite(void)
 	tcase_add_checked_fixture(tc, setup_range, teardown);
 	tcase_add_test(tc, test_a_second_lock_in_one_thread_falls_back);
 	tcase_add_test(tc, test_exited_threads_leave_their_state_to_new_ones);
+	tcase_add_test(tc,
+		       test_a_late_lock_in_an_exiting_thread_gets_its_own_state);
 	tcase_add_test(tc, test_a_thread_outlives_the_spaces_it_faulted_in);
 	suite_add_tcase(s, tc);
 
