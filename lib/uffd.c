@@ -586,16 +586,20 @@ static inline size_t page_index(const struct vmr_uffd *u, uintptr_t base,
 /*
  * The page word a fault locks is a cache miss as a rule: one word per page,
  * faults in any order, and the kernel's page copies in between evict it.
- * Each handler thread remembers the page map of its last fault, and
- * prefetches the word of a new message's page there when the address falls
- * in it, so that the miss overlaps the region lookup and the range lock.
- * It is a guess, never trusted: the map may have been freed since, and
- * only an address is computed from it (a prefetch neither loads nor
- * faults); the fault locks the word of its own region's map.  Measured
- * (perf record -e cpu-clock over bench_uffd --pin --max-handlers=1
- * --store=zero --reps=5 --pages=32768, three runs each): the library's
- * samples went from 1724-1956 to 1507-1679, vmr_page_trylock()'s from 442
- * to 104, about 80 ns of the 7.9 us a page takes.
+ * Each handler thread remembers the page map of its last fault, and as soon
+ * as a batch is read it prefetches the word of every fault message's page
+ * that falls in that map: the first message's miss then overlaps its
+ * region lookup and range lock, the others' the faults before them.  It is
+ * a guess, never trusted: the map may have been freed since, and only an
+ * address is computed from it (a prefetch neither loads nor faults); the
+ * fault locks the word of its own region's map.  Measured with perf record
+ * -e cpu-clock over bench_uffd --pin --max-handlers=1 --store=zero
+ * --reps=5 --pages=32768 --impl=vmr: a prefetch per message, issued when
+ * the message was handled, took vmr_page_trylock()'s samples from 442 to
+ * 104 (three runs each, 2026-12-07); prefetching the whole batch at once
+ * took them from 421-474 to 118-148 (four alternating runs each on another
+ * VM, 2026-12-07, about 50000 samples a run: some 0.6 % of the round
+ * trip).  Throughput cannot resolve that: see bench_uffd.c.
  */
 static void hint_set(struct handler *h, const struct mapping *m)
 {
@@ -798,7 +802,6 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg,
 	enum outcome o;
 
 	VMR_DEBUG_POINT(VMR_DP_UFFD_FAULT, addr);
-	hint_prefetch(h, addr);
 	if (flags & UFFD_PAGEFAULT_FLAG_WP)
 		c.kind = KIND_WP;
 	else if (flags & UFFD_PAGEFAULT_FLAG_MINOR)
@@ -1101,6 +1104,10 @@ static size_t handle_batch(struct handler *h)
 					      memory_order_relaxed);
 	}
 	read_end(u);
+	/* Every page word of the batch at once: see hint_set(). */
+	for (size_t i = 0; i < n; i++)
+		if (!is_event(&h->msgs[i]))
+			hint_prefetch(h, h->msgs[i].arg.pagefault.address);
 
 	hcount(h, UC(batches));
 	wait_events(u, barrier);
