@@ -37,12 +37,24 @@
  * waits to be read): no deadlock.  (A shared rwlock here, one read-side
  * atomic per install and sleeps behind the reader, cost a third of the
  * throughput at two handler threads.)  Each side waits for the other
- * across one system call, so it spins a few microseconds before it yields
+ * across one system call, so it spins a few microseconds before it sleeps
  * (wait_clear()): yielding at once, as before, left two handler threads at
  * 0.72-0.79 of the minimal handler's throughput in bench_uffd, against
- * 0.83-0.96 with the spin (six alternating rounds each).  With one
- * handler thread the reader is the installer: neither side runs, and a
- * fault pays no fence.
+ * 0.83-0.96 with the spin (six alternating rounds each).  Past the spin it
+ * sleeps on the flag's futex, and the flag's owner clears it with an
+ * exchange that tells it whether to wake anyone (the range lock's fence
+ * mode, lib/rangelock.c, with the same argument: a waiter adds WAITER by
+ * CAS only to a flag that is still set, so either the owner's exchange
+ * sees WAITER and wakes, or the CAS fails and the waiter re-reads a clear
+ * flag).  Waiting by sched_yield() instead, with more handler threads
+ * than CPUs, took the CPU the owner needed.  bench_uffd --store=zero
+ * --reps=3 --pages=32768 on 2 vCPUs, --max-handlers=4 and then =8, four
+ * alternating runs of the two builds each (2026-12-07): ours / minimal at
+ * four handlers 0.58-0.78 (median 0.64) with yields, 0.74-0.80 (median
+ * 0.76) with the futex; at eight 0.86-0.97 against 0.88-1.10 (four runs);
+ * at one and two handlers, and pinned to one CPU, no difference above
+ * the noise.  With one handler thread the reader is
+ * the installer: neither side runs, and a fault pays no fence.
  * Only the copy itself needs the exclusion, not the wake-up of the thread
  * it resolves (a cross-CPU one as a rule): inside the exclusion a copy is
  * made with UFFDIO_COPY_MODE_DONTWAKE, and UFFDIO_WAKE follows
@@ -209,7 +221,7 @@ struct handler {
 	uintptr_t hint_base;
 	size_t hint_len;
 	struct vmr_pagemap *hint_pages;
-	_Atomic bool installing; /* see "Installs and reads" */
+	_Atomic uint32_t installing; /* EXCL_*: see "Installs and reads" */
 	_Atomic uint64_t count[NR_UFFD_COUNTERS];
 } __attribute__((aligned(VMR_CACHELINE)));
 
@@ -226,7 +238,7 @@ struct vmr_uffd {
 	/* Batch order (see above). */
 	pthread_mutex_t read_lock;
 	/* Set while a handler reads messages: no install may run then. */
-	_Atomic bool reading;
+	_Atomic uint32_t reading; /* EXCL_* */
 	/* Written under read_lock (serial_reads()) or by the one handler. */
 	uint32_t batch_seq;
 	_Atomic uint32_t last_event_seq;
@@ -517,22 +529,48 @@ static inline bool hears_removes(const struct vmr_uffd *u)
 }
 
 /*
- * Wait until @flag is clear (acquire).  The other side holds it across one
- * system call (a read() of messages, an installing ioctl), a few
- * microseconds: spin that long first, then yield (it may be descheduled).
+ * The two sides' flags (a handler's installing, the runtime's reading):
+ * BUSY while the side is in its system call, WAITER once the other side
+ * sleeps on it.  Only the owner sets or clears BUSY; waiters only add
+ * WAITER, by CAS, to a word that is BUSY.
  */
-static void wait_clear(_Atomic bool *flag)
+#define EXCL_BUSY 0x1u
+#define EXCL_WAITER 0x2u
+
+/*
+ * Wait until @word is not BUSY (acquire).  The other side holds it across
+ * one system call (a read() of messages, an installing ioctl), a few
+ * microseconds: spin that long first, then sleep on the word (its owner
+ * may be descheduled, and with more handler threads than CPUs a spinning
+ * or yielding waiter takes the CPU the owner needs).
+ */
+static void wait_clear(_Atomic uint32_t *word)
 {
 	unsigned int spins = 0;
+	uint32_t v;
 
-	while (atomic_load_explicit(flag, memory_order_acquire)) {
+	while ((v = atomic_load_explicit(word, memory_order_acquire)) &
+	       EXCL_BUSY) {
 		if (spins < WAIT_SPINS) {
 			spins++;
 			caa_cpu_relax();
-		} else {
-			sched_yield();
+			continue;
 		}
+		if (!(v & EXCL_WAITER) &&
+		    !atomic_compare_exchange_weak_explicit(
+			    word, &v, v | EXCL_WAITER, memory_order_relaxed,
+			    memory_order_relaxed))
+			continue;
+		vmr_futex_wait(word, v | EXCL_WAITER);
 	}
+}
+
+/* Clear @word (release), waking whoever sleeps on it. */
+static void clear_wake(_Atomic uint32_t *word)
+{
+	if (atomic_exchange_explicit(word, 0, memory_order_release) &
+	    EXCL_WAITER)
+		vmr_futex_wake(word, INT_MAX);
 }
 
 /*
@@ -545,16 +583,16 @@ static bool install_begin(struct handler *h)
 	if (!serial_reads(h->uffd))
 		return false;
 	for (;;) {
-		atomic_store_explicit(&h->installing, true,
+		atomic_store_explicit(&h->installing, EXCL_BUSY,
 				      memory_order_relaxed);
 		/* Pairs with the fence in read_begin(). */
 		atomic_thread_fence(memory_order_seq_cst);
 		/* Acquire: the batch's last_event_seq is seen. */
-		if (!atomic_load_explicit(&h->uffd->reading,
-					  memory_order_acquire))
+		if (!(atomic_load_explicit(&h->uffd->reading,
+					   memory_order_acquire) &
+		      EXCL_BUSY))
 			return true;
-		atomic_store_explicit(&h->installing, false,
-				      memory_order_release);
+		clear_wake(&h->installing);
 		wait_clear(&h->uffd->reading);
 	}
 }
@@ -562,8 +600,7 @@ static bool install_begin(struct handler *h)
 static void install_end(struct handler *h)
 {
 	if (serial_reads(h->uffd))
-		atomic_store_explicit(&h->installing, false,
-				      memory_order_release);
+		clear_wake(&h->installing);
 }
 
 /* Install the fault's page (or poison it), reads excluded if @excl. */
@@ -1043,7 +1080,7 @@ static void read_begin(struct handler *h)
 	if (!serial_reads(u))
 		return;
 	pthread_mutex_lock(&u->read_lock);
-	atomic_store_explicit(&u->reading, true, memory_order_relaxed);
+	atomic_store_explicit(&u->reading, EXCL_BUSY, memory_order_relaxed);
 	/* Pairs with the fence in install_begin(). */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned int i = 0; i < u->nr_threads; i++)
@@ -1055,7 +1092,7 @@ static void read_end(struct vmr_uffd *u)
 {
 	if (!serial_reads(u))
 		return;
-	atomic_store_explicit(&u->reading, false, memory_order_release);
+	clear_wake(&u->reading);
 	pthread_mutex_unlock(&u->read_lock);
 }
 
@@ -1390,7 +1427,7 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	atomic_init(&u->dead, false);
 	atomic_init(&u->stopping, false);
 	pthread_mutex_init(&u->read_lock, NULL);
-	atomic_init(&u->reading, false);
+	atomic_init(&u->reading, 0);
 	atomic_init(&u->last_event_seq, 0);
 	pthread_mutex_init(&u->children_lock, NULL);
 	u->handlers = vmr_alloc_aligned(u->nr_threads * sizeof(*u->handlers));
