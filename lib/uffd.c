@@ -48,12 +48,15 @@
  * sees WAITER and wakes, or the CAS fails and the waiter re-reads a clear
  * flag).  Waiting by sched_yield() instead, with more handler threads
  * than CPUs, took the CPU the owner needed.  bench_uffd --store=zero
- * --reps=3 --pages=32768 on 2 vCPUs, --max-handlers=4 and then =8, four
- * alternating runs of the two builds each (2026-12-07): ours / minimal at
- * four handlers 0.58-0.78 (median 0.64) with yields, 0.74-0.80 (median
- * 0.76) with the futex; at eight 0.86-0.97 against 0.88-1.10 (four runs);
- * at one and two handlers, and pinned to one CPU, no difference above
- * the noise.  With one handler thread the reader is
+ * --reps=3 --pages=32768 --max-handlers=4 (and =8) on 2 vCPUs, sixteen
+ * alternating runs of the two builds (2026-12-07), ours / minimal,
+ * medians (quartiles): at four handlers 0.685 (0.63-0.72) with yields,
+ * 0.76 (0.74-0.76) with the futex; at eight 0.87 against 0.96 (four
+ * runs); at two 0.865 (0.81-0.92) against 0.81 (0.79-0.85), a cost that
+ * may be real: a sleeper is woken by a system call, a yielder is not.
+ * Pinned to one CPU and with the sleeping store, no difference above the
+ * noise.  Yielding a few times before sleeping is the next thing to
+ * measure.  With one handler thread the reader is
  * the installer: neither side runs, and a fault pays no fence.
  * Only the copy itself needs the exclusion, not the wake-up of the thread
  * it resolves (a cross-CPU one as a rule): inside the exclusion a copy is
