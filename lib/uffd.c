@@ -52,11 +52,12 @@
  * alternating runs of the two builds (2026-12-07), ours / minimal,
  * medians (quartiles): at four handlers 0.685 (0.63-0.72) with yields,
  * 0.76 (0.74-0.76) with the futex; at eight 0.87 against 0.96 (four
- * runs); at two 0.865 (0.81-0.92) against 0.81 (0.79-0.85), a cost that
- * may be real: a sleeper is woken by a system call, a yielder is not.
- * Pinned to one CPU and with the sleeping store, no difference above the
- * noise.  Yielding a few times before sleeping is the next thing to
- * measure.  With one handler thread the reader is
+ * runs); at two 0.865 (0.81-0.92) against 0.81 (0.79-0.85), and 0.84
+ * (0.80-0.92) for the futex in fourteen later runs: noise, as far as
+ * these runs tell.  Pinned to one CPU and with the sleeping store, no
+ * difference above the noise.  Yielding four times before sleeping was
+ * no better at two handlers (0.82) and worse at four (0.69 against 0.75,
+ * fourteen alternating runs).  With one handler thread the reader is
  * the installer: neither side runs, and a fault pays no fence.
  * Only the copy itself needs the exclusion, not the wake-up of the thread
  * it resolves (a cross-CPU one as a rule): inside the exclusion a copy is
