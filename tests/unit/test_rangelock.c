@@ -289,16 +289,27 @@ static void late_lock(void *arg)
 	atomic_store(&late.step, 3);
 }
 
+/* A new thread's lock of BASE: the state it took. */
+static struct vmr_tstate *lock_base(struct vmr_range_lock *l)
+{
+	urcu_memb_register_thread();
+	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, l), 0);
+	return l->slot;
+}
+
+static void unlock_base(struct vmr_range_lock *l)
+{
+	ck_assert_int_eq(vmr_range_read_unlock(l), 0);
+	urcu_memb_unregister_thread();
+}
+
 static void *exiting(void *arg)
 {
 	struct vmr_range_lock l;
 
 	(void)arg;
-	urcu_memb_register_thread();
-	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &l), 0);
-	late.orphan = l.slot;
-	ck_assert_int_eq(vmr_range_read_unlock(&l), 0);
-	urcu_memb_unregister_thread();
+	late.orphan = lock_base(&l);
+	unlock_base(&l);
 	pthread_setspecific(late.key, (void *)1);
 	return NULL;
 }
@@ -308,13 +319,10 @@ static void *adopter(void *arg)
 	struct vmr_range_lock l;
 
 	(void)arg;
-	urcu_memb_register_thread();
-	ck_assert_int_eq(vmr_range_read_lock(space, BASE, 1, &l), 0);
-	late.adopted = l.slot;
+	late.adopted = lock_base(&l);
 	atomic_store(&late.step, 2);
 	wait_step(3);
-	ck_assert_int_eq(vmr_range_read_unlock(&l), 0);
-	urcu_memb_unregister_thread();
+	unlock_base(&l);
 	return NULL;
 }
 
