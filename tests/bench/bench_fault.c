@@ -243,6 +243,7 @@
 #include <vmaretry.h>
 
 #include "bench.h"
+#include "bench_call.h"
 #include "bench_pager.h"
 
 #include <errno.h>
@@ -301,24 +302,6 @@ struct fast_worker {
 	uint64_t t0, t1;
 } __attribute__((aligned(CACHELINE)));
 
-static vmr_fault_t nop_fault(struct vmr_fault *vmf)
-{
-	(void)vmf;
-	return 0;
-}
-
-static const struct vmr_region_ops nop_ops = { .fault = nop_fault };
-
-/* The engine's access check (fault.c access_error()), for the baseline. */
-static inline bool access_denied(unsigned int prot, unsigned int flags)
-{
-	if (flags & VMR_FAULT_FLAG_WRITE)
-		return !(prot & VMR_PROT_WRITE);
-	if (flags & VMR_FAULT_FLAG_INSTRUCTION)
-		return !(prot & VMR_PROT_EXEC);
-	return !(prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
-}
-
 static uint64_t fast_vmr(struct fast_worker *wk)
 {
 	struct vmr_space *space = wk->world->space;
@@ -339,29 +322,12 @@ static uint64_t fast_vmr(struct fast_worker *wk)
 }
 
 /*
- * The fault at @a as the baseline makes it once it holds its lock: look it
- * up, check the access, build the descriptor as the engine does, call the
- * handler through the region's ops.  Returns the handler's result.
+ * The baselines' faults: under the global rwlock if @rw, else under RCU
+ * alone (unlocked: no design that calls the handler can be cheaper, see
+ * the header).  Inlined into each caller with @rw a constant.
  */
-static inline vmr_fault_t plain_fault(struct vmr_space *space,
-				      uintptr_t page_mask, uintptr_t a,
-				      unsigned int lock)
-{
-	struct vmr_region *r = vmr_space_find_region(space, a);
-	struct vmr_fault vmf = { 0 };
-
-	if (!r || access_denied(vmr_region_prot(r), FAULT_FLAGS))
-		return VMR_FAULT_SIGSEGV;
-	vmf.space = space;
-	vmf.region = r;
-	vmf.address = a & ~page_mask;
-	vmf.real_address = a;
-	vmf.flags = FAULT_FLAGS;
-	vmf.lock = lock;
-	return vmr_region_ops(r)->fault(&vmf);
-}
-
-static uint64_t fast_rwlock(struct fast_worker *wk)
+static inline __attribute__((always_inline)) uint64_t
+fast_plain(struct fast_worker *wk, bool rw)
 {
 	struct vmr_space *space = wk->world->space;
 	pthread_rwlock_t *lock = &wk->world->rwlock;
@@ -370,44 +336,39 @@ static uint64_t fast_rwlock(struct fast_worker *wk)
 	uint64_t ops = 0;
 	vmr_fault_t res;
 	unsigned int k;
+	uintptr_t a;
 
 	do {
 		for (k = 0; k < BATCH; k++, ops++) {
-			pthread_rwlock_rdlock(lock);
-			res = plain_fault(space, page_mask,
-					  addrs[ops & (NR_ADDRS - 1)],
-					  VMR_FAULT_LOCK_SPACE);
-			pthread_rwlock_unlock(lock);
+			a = addrs[ops & (NR_ADDRS - 1)];
+			if (rw)
+				pthread_rwlock_rdlock(lock);
+			else
+				urcu_memb_read_lock();
+			res = bench_call_fault(space,
+					       vmr_space_find_region(space, a),
+					       a, page_mask, FAULT_FLAGS,
+					       rw ? VMR_FAULT_LOCK_SPACE :
+						    VMR_FAULT_LOCK_NONE);
+			if (rw)
+				pthread_rwlock_unlock(lock);
+			else
+				urcu_memb_read_unlock();
 			if (res)
-				bench_die("rwlock fault failed", EIO);
+				bench_die("baseline fault failed", EIO);
 		}
 	} while (!bench_team_stopped(wk->team));
 	return ops;
 }
 
-/* The baseline's fault under RCU alone: no design that calls the handler
- * can be cheaper (see the header). */
+static uint64_t fast_rwlock(struct fast_worker *wk)
+{
+	return fast_plain(wk, true);
+}
+
 static uint64_t fast_unlocked(struct fast_worker *wk)
 {
-	struct vmr_space *space = wk->world->space;
-	uintptr_t page_mask = wk->world->page_mask;
-	const uintptr_t *addrs = wk->addrs;
-	uint64_t ops = 0;
-	vmr_fault_t res;
-	unsigned int k;
-
-	do {
-		for (k = 0; k < BATCH; k++, ops++) {
-			urcu_memb_read_lock();
-			res = plain_fault(space, page_mask,
-					  addrs[ops & (NR_ADDRS - 1)],
-					  VMR_FAULT_LOCK_NONE);
-			urcu_memb_read_unlock();
-			if (res)
-				bench_die("unlocked fault failed", EIO);
-		}
-	} while (!bench_team_stopped(wk->team));
-	return ops;
+	return fast_plain(wk, false);
 }
 
 static uint64_t fast_bare(struct fast_worker *wk)
@@ -510,7 +471,7 @@ static struct fast_world *fast_world_create(unsigned int max_threads,
 		bench_map_region(w->space,
 				 ((uintptr_t)BASE_PAGE +
 				  (uintptr_t)i * REGION_STRIDE) * page,
-				 REGION_PAGES * page, 0, &nop_ops, NULL, 0);
+				 REGION_PAGES * page, 0, &bench_nop_ops, NULL, 0);
 	err = bench_rwlock_init(&w->rwlock);
 	if (err)
 		bench_die("pthread_rwlock_init", err);

@@ -167,6 +167,7 @@
 
 #include "bench.h"
 #include "bench_baseline.h"
+#include "bench_call.h"
 #include "bench_pager.h"
 
 #include <errno.h>
@@ -1157,44 +1158,6 @@ struct sc_worker {
 	uint64_t ops, fallbacks, t0, t1;
 } __attribute__((aligned(64)));
 
-static vmr_fault_t nop_fault(struct vmr_fault *vmf)
-{
-	(void)vmf;
-	return 0;
-}
-
-static const struct vmr_region_ops nop_ops = { .fault = nop_fault };
-
-/* The engine's access check (fault.c access_error()), for the baselines. */
-static inline bool access_denied(unsigned int prot, unsigned int flags)
-{
-	if (flags & VMR_FAULT_FLAG_WRITE)
-		return !(prot & VMR_PROT_WRITE);
-	if (flags & VMR_FAULT_FLAG_INSTRUCTION)
-		return !(prot & VMR_PROT_EXEC);
-	return !(prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
-}
-
-/* The handler through the region's ops, with a descriptor as the engine's. */
-static inline vmr_fault_t call_fault(struct vmr_space *space,
-				     struct vmr_region *r, uintptr_t a,
-				     uintptr_t page_mask, unsigned int lock)
-{
-	struct vmr_fault vmf;
-
-	if (access_denied(vmr_region_prot(r), FAULT_FLAGS))
-		return VMR_FAULT_SIGSEGV;
-	memset(&vmf, 0, sizeof(vmf));
-	vmf.space = space;
-	vmf.region = r;
-	vmf.address = a & ~page_mask;
-	vmf.real_address = a;
-	vmf.flags = FAULT_FLAGS | (lock == VMR_FAULT_LOCK_VMA ?
-					   VMR_FAULT_FLAG_VMA_LOCK : 0);
-	vmf.lock = lock;
-	return vmr_region_ops(r)->fault(&vmf);
-}
-
 /* The baselines' fallback: the space lock for read (lock_mm_and_find_vma()). */
 static void sc_fallback(struct vmr_space *space, uintptr_t a,
 			uintptr_t page_mask)
@@ -1205,7 +1168,7 @@ static void sc_fallback(struct vmr_space *space, uintptr_t a,
 	if (err)
 		bench_die("vmr_space_read_lock", -err);
 	r = vmr_space_find_region(space, a);
-	if (!r || call_fault(space, r, a, page_mask, VMR_FAULT_LOCK_SPACE))
+	if (!r || bench_call_fault(space, r, a, page_mask, FAULT_FLAGS, VMR_FAULT_LOCK_SPACE))
 		bench_die("fallback fault failed", EIO);
 	vmr_space_read_unlock(space);
 }
@@ -1237,7 +1200,7 @@ static uint64_t sc_loop(struct sc_worker *wk)
 			case SI_RWLOCK:
 				pthread_rwlock_rdlock(&w->rwlock);
 				r = vmr_space_find_region(space, a);
-				res = r ? call_fault(space, r, a, page_mask,
+				res = r ? bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
 						     VMR_FAULT_LOCK_SPACE) :
 					  VMR_FAULT_SIGSEGV;
 				pthread_rwlock_unlock(&w->rwlock);
@@ -1257,7 +1220,7 @@ static uint64_t sc_loop(struct sc_worker *wk)
 					fallbacks++;
 					break;
 				}
-				res = call_fault(space, r, a, page_mask,
+				res = bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
 						 VMR_FAULT_LOCK_VMA);
 				bench_refcount_read_unlock(s);
 				if (res)
@@ -1278,7 +1241,7 @@ static uint64_t sc_loop(struct sc_worker *wk)
 					fallbacks++;
 					break;
 				}
-				res = call_fault(space, r, a, page_mask,
+				res = bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
 						 VMR_FAULT_LOCK_VMA);
 				ck_rwlock_read_unlock(&s->ck);
 				if (res)
@@ -1322,10 +1285,10 @@ static struct vmr_space *sc_space(struct sc_world *w, bool range)
 		bench_map_region(space,
 				 w->small_base + (uintptr_t)i *
 						 (SC_SMALL_PAGES + 1) * w->page,
-				 SC_SMALL_PAGES * w->page, 0, &nop_ops,
+				 SC_SMALL_PAGES * w->page, 0, &bench_nop_ops,
 				 &w->side[i], 0);
 	bench_map_region(space, w->big_start, SC_BIG_PAGES * w->page, 0,
-			 &nop_ops, &w->side[SC_SMALL], 0);
+			 &bench_nop_ops, &w->side[SC_SMALL], 0);
 	return space;
 }
 
