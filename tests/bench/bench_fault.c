@@ -31,11 +31,12 @@
  *                no lock, no check and no handler;
  *   unlocked     rwlock's fault with RCU in place of the rwlock: the
  *                lookup, the access check, the descriptor and the handler
- *                call, under urcu_memb_read_lock() alone.  No correct
- *                design costs less than this (it must read the region and
- *                call its handler, and keep the region alive meanwhile),
- *                so rwlock / unlocked is the most that any lock could
- *                show against the rwlock on the machine at hand.
+ *                call, under urcu_memb_read_lock() alone.  Every correct
+ *                design does at least this (it must find and read the
+ *                region, call its handler, and keep the region alive
+ *                meanwhile), so, give or take how each builds its
+ *                descriptor, rwlock / unlocked is the most that any lock
+ *                could show against the rwlock on the machine at hand.
  *
  * ns_per_op is each thread's wall time (from the barrier start to the
  * moment it saw the stop flag) divided by its faults, averaged over the
