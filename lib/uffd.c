@@ -135,8 +135,9 @@
  * A fault that does not resolve from the store (no region, a forbidden
  * access, a store error) is poisoned, so the faulting thread gets SIGBUS
  * instead of sleeping forever; a stale message (a duplicate read after its
- * range was unregistered) finds the range gone (ENOENT) and is only woken.  Every path installs, wakes, or knows that
- * the kernel woke (unregistered or dead): no faulter is left asleep.
+ * range was unregistered) finds the range gone (ENOENT) and is only
+ * woken.  Every path installs, wakes, or knows that the kernel woke
+ * (unregistered or dead): no faulter is left asleep.
  *
  * Counters are per handler thread, written by it alone, summed on read.
  */
@@ -301,8 +302,9 @@ enum outcome { OUT_OK, OUT_EXISTS, OUT_AGAIN, OUT_GONE, OUT_DEAD, OUT_FAILED };
 /*
  * Classify an ioctl that returned @ret and whose count field says @done of
  * @len bytes (read the field after the ioctl: not as an argument of the
- * same call, whose evaluation order C leaves open): the count field holds the bytes done or a negative errno,
- * the return value -1 with errno.  Both encodings of EAGAIN are seen.
+ * same call, whose evaluation order C leaves open): the count field holds
+ * the bytes done or a negative errno, the return value -1 with errno.
+ * Both encodings of EAGAIN are seen.
  */
 static enum outcome outcome_of(int ret, int64_t done, size_t len)
 {

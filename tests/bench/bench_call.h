@@ -39,10 +39,9 @@ static inline bool bench_access_denied(unsigned int prot, unsigned int flags)
  * through the region's ops, with a descriptor as the engine's for a fault
  * with @flags that holds @lock (VMR_FAULT_LOCK_*).
  */
-static inline vmr_fault_t bench_call_fault(struct vmr_space *space,
-					   struct vmr_region *r, uintptr_t a,
-					   uintptr_t page_mask,
-					   unsigned int flags, unsigned int lock)
+static inline vmr_fault_t
+bench_call_fault(struct vmr_space *space, struct vmr_region *r, uintptr_t a,
+		 uintptr_t page_mask, unsigned int flags, unsigned int lock)
 {
 	struct vmr_fault vmf;
 
