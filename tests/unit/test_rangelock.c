@@ -57,6 +57,18 @@ static void setup_range(void)
 	space = make_space(VMR_LOCK_RANGE);
 }
 
+/*
+ * As on a kernel without membarrier(): a read unlock exchanges its word
+ * and wakes a writer that set WAITER in it (the space turns the lean
+ * unlock on whenever membarrier() registers, so without this the path
+ * would go untested wherever the tests run).
+ */
+static void setup_range_no_membarrier(void)
+{
+	setup_range();
+	space->lean_unlock = false;
+}
+
 static void teardown(void)
 {
 	/* No lock may be left held: destroy refuses if one is. */
@@ -928,6 +940,15 @@ static Suite *rangelock_suite(void)
 		       test_range_writer_ignores_faults_elsewhere_in_the_region);
 	tcase_add_test(tc,
 		       test_unmap_waits_for_a_fault_on_the_pages_it_removes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("writers wake, without membarrier()");
+	tcase_add_checked_fixture(tc, setup_range_no_membarrier, teardown);
+	tcase_set_timeout(tc, long_run);
+	tcase_add_test(tc, test_writer_waits_for_a_fault_in_its_range);
+	tcase_add_test(tc,
+		       test_unmap_waits_for_a_fault_on_the_pages_it_removes);
+	tcase_add_test(tc, test_read_storm_does_not_starve_a_writer);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("read storm, region granularity");
