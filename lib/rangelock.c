@@ -272,18 +272,7 @@ static void state_wait(struct vmr_space *space, struct vmr_tstate *ts,
 		return;
 	}
 	for (;;) {
-		if (!(v & WORD_WAITER)) {
-			if (!atomic_compare_exchange_weak_explicit(
-				    &ts->word, &v, v | WORD_WAITER,
-				    memory_order_relaxed,
-				    memory_order_relaxed)) {
-				if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))
-					return;
-				continue;
-			}
-			v |= WORD_WAITER;
-		}
-		vmr_futex_wait(&ts->word, v);
+		vmr_futex_mark_wait(&ts->word, v, WORD_WAITER);
 		/* Pairs with the release in state_release(). */
 		v = atomic_load_explicit(&ts->word, memory_order_acquire);
 		if ((v & ~WORD_FLAGS) != gen || !(v & WORD_HELD))

@@ -35,8 +35,6 @@
 static inline void state_release(const struct vmr_space *space,
 				 struct vmr_tstate *ts, uint32_t free)
 {
-	uint32_t old;
-
 	VMR_DEBUG_POINT(VMR_DP_RANGE_UNLOCK, 0);
 	if (space->lean_unlock) {
 		atomic_store_explicit(&ts->word, free + WORD_GEN,
@@ -50,10 +48,7 @@ static inline void state_release(const struct vmr_space *space,
 		return;
 	}
 	/* Pairs with the acquire of a writer re-reading the word. */
-	old = atomic_exchange_explicit(&ts->word, free + WORD_GEN,
-				       memory_order_release);
-	if (vmr_unlikely(old & WORD_WAITER))
-		vmr_futex_wake(&ts->word, INT_MAX);
+	vmr_futex_exchange_wake(&ts->word, free + WORD_GEN, WORD_WAITER);
 }
 
 /*

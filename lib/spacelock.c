@@ -179,14 +179,8 @@ int vmr_space_read_lock(struct vmr_space *space)
 		if (!start)
 			start = vmr_now_ns();
 		s = atomic_load_explicit(&lock->state, memory_order_relaxed);
-		if (!(s & WRITER))
-			continue;
-		if (!(s & SLEEPERS) &&
-		    !atomic_compare_exchange_weak_explicit(
-			    &lock->state, &s, s | SLEEPERS,
-			    memory_order_relaxed, memory_order_relaxed))
-			continue;
-		vmr_futex_wait(&lock->state, s | SLEEPERS);
+		if (s & WRITER)
+			vmr_futex_mark_wait(&lock->state, s, SLEEPERS);
 	}
 	count_acquire(space, false, start);
 	return 0;
@@ -290,7 +284,6 @@ static int write_release(struct vmr_space *space, uint32_t readers,
 			 const char *what)
 {
 	struct vmr_space_lock *lock;
-	uint32_t s;
 
 	if (!space)
 		return -EINVAL;
@@ -300,10 +293,7 @@ static int write_release(struct vmr_space *space, uint32_t readers,
 	atomic_store_explicit(&lock->owner, NULL, memory_order_relaxed);
 	/* Even: every range write lock of this hold is released. */
 	atomic_fetch_add_explicit(&lock->seq, 1, memory_order_release);
-	s = atomic_exchange_explicit(&lock->state, readers,
-				     memory_order_release);
-	if (s & SLEEPERS)
-		vmr_futex_wake(&lock->state, INT_MAX);
+	vmr_futex_exchange_wake(&lock->state, readers, SLEEPERS);
 	writers_leave(lock);
 	return 0;
 }

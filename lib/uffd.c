@@ -42,12 +42,11 @@
  * 0.72-0.79 of the minimal handler's throughput in bench_uffd, against
  * 0.83-0.96 with the spin (six alternating rounds each).  Past the spin it
  * sleeps on the flag's futex, and the flag's owner clears it with an
- * exchange that tells it whether to wake anyone (the range lock's fence
- * mode, lib/rangelock.c, with the same argument: a waiter adds WAITER by
- * CAS only to a flag that is still set, so either the owner's exchange
- * sees WAITER and wakes, or the CAS fails and the waiter re-reads a clear
- * flag).  Waiting by sched_yield() instead, with more handler threads
- * than CPUs, took the CPU the owner needed.  bench_uffd --store=zero
+ * exchange that tells it whether to wake anyone (futex.h's sleeper-flag
+ * protocol, as in the range lock's fence mode and the space lock, with
+ * the argument that no wake-up is lost).  Waiting by sched_yield()
+ * instead, with more handler threads than CPUs, took the CPU the owner
+ * needed.  bench_uffd --store=zero
  * --reps=3 --pages=32768 --max-handlers=4 (and =8) on 2 vCPUs, sixteen
  * alternating runs of the two builds (2026-12-07), ours / minimal,
  * medians (quartiles): at four handlers 0.685 (0.63-0.72) with yields,
@@ -537,8 +536,8 @@ static inline bool hears_removes(const struct vmr_uffd *u)
 /*
  * The two sides' flags (a handler's installing, the runtime's reading):
  * BUSY while the side is in its system call, WAITER once the other side
- * sleeps on it.  Only the owner sets or clears BUSY; waiters only add
- * WAITER, by CAS, to a word that is BUSY.
+ * sleeps on it (futex.h's sleeper-flag protocol).  Only the owner sets or
+ * clears BUSY; waiters only add WAITER, to a word that is BUSY.
  */
 #define EXCL_BUSY 0x1u
 #define EXCL_WAITER 0x2u
@@ -562,21 +561,14 @@ static void wait_clear(_Atomic uint32_t *word)
 			caa_cpu_relax();
 			continue;
 		}
-		if (!(v & EXCL_WAITER) &&
-		    !atomic_compare_exchange_weak_explicit(
-			    word, &v, v | EXCL_WAITER, memory_order_relaxed,
-			    memory_order_relaxed))
-			continue;
-		vmr_futex_wait(word, v | EXCL_WAITER);
+		vmr_futex_mark_wait(word, v, EXCL_WAITER);
 	}
 }
 
 /* Clear @word (release), waking whoever sleeps on it. */
 static void clear_wake(_Atomic uint32_t *word)
 {
-	if (atomic_exchange_explicit(word, 0, memory_order_release) &
-	    EXCL_WAITER)
-		vmr_futex_wake(word, INT_MAX);
+	vmr_futex_exchange_wake(word, 0, EXCL_WAITER);
 }
 
 /*
