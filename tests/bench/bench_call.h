@@ -58,4 +58,14 @@ bench_call_fault(struct vmr_space *space, struct vmr_region *r, uintptr_t a,
 	return vmr_region_ops(r)->fault(&vmf);
 }
 
+/* bench_call_fault() on the region that contains @a, if any. */
+static inline vmr_fault_t bench_lookup_fault(struct vmr_space *space,
+					     uintptr_t a, uintptr_t page_mask,
+					     unsigned int flags,
+					     unsigned int lock)
+{
+	return bench_call_fault(space, vmr_space_find_region(space, a), a,
+				page_mask, flags, lock);
+}
+
 #endif /* VMR_BENCH_CALL_H */

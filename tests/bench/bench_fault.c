@@ -107,7 +107,7 @@
  * bare lookup), the rwlock's lock and unlock add only 11 ns at one thread
  * and 31 at two: unlocked's ratio_vs_rwlock, the ceiling, was 1.07
  * (1.00-1.19) and 1.36 (1.27-1.45).  vmr read 1.02 (0.99-1.18) and 1.27
- * (1.20-1.36), and ran 1.04 and 1.055 times unlocked's ns (medians of the
+ * (1.20-1.36), and ran 1.04 and 1.05 times unlocked's ns (medians of the
  * per-run quotients).  With --barrier=2 in six runs alternated with
  * those: ceiling 1.09 and 1.34, vmr 1.02 and 1.23.  On this machine, then,
  * no lock design reaches 1.3x the rwlock at one thread or 3x at two; what
@@ -346,11 +346,10 @@ fast_plain(struct fast_worker *wk, bool rw)
 				pthread_rwlock_rdlock(lock);
 			else
 				urcu_memb_read_lock();
-			res = bench_call_fault(space,
-					       vmr_space_find_region(space, a),
-					       a, page_mask, FAULT_FLAGS,
-					       rw ? VMR_FAULT_LOCK_SPACE :
-						    VMR_FAULT_LOCK_NONE);
+			res = bench_lookup_fault(space, a, page_mask,
+						 FAULT_FLAGS,
+						 rw ? VMR_FAULT_LOCK_SPACE :
+						      VMR_FAULT_LOCK_NONE);
 			if (rw)
 				pthread_rwlock_unlock(lock);
 			else

@@ -1162,13 +1162,12 @@ struct sc_worker {
 static void sc_fallback(struct vmr_space *space, uintptr_t a,
 			uintptr_t page_mask)
 {
-	struct vmr_region *r;
 	int err = vmr_space_read_lock(space);
 
 	if (err)
 		bench_die("vmr_space_read_lock", -err);
-	r = vmr_space_find_region(space, a);
-	if (!r || bench_call_fault(space, r, a, page_mask, FAULT_FLAGS, VMR_FAULT_LOCK_SPACE))
+	if (bench_lookup_fault(space, a, page_mask, FAULT_FLAGS,
+			       VMR_FAULT_LOCK_SPACE))
 		bench_die("fallback fault failed", EIO);
 	vmr_space_read_unlock(space);
 }
@@ -1199,10 +1198,9 @@ static uint64_t sc_loop(struct sc_worker *wk)
 				break;
 			case SI_RWLOCK:
 				pthread_rwlock_rdlock(&w->rwlock);
-				r = vmr_space_find_region(space, a);
-				res = r ? bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
-						     VMR_FAULT_LOCK_SPACE) :
-					  VMR_FAULT_SIGSEGV;
+				res = bench_lookup_fault(space, a, page_mask,
+							 FAULT_FLAGS,
+							 VMR_FAULT_LOCK_SPACE);
 				pthread_rwlock_unlock(&w->rwlock);
 				if (res)
 					bench_die("rwlock fault", EIO);
@@ -1220,8 +1218,9 @@ static uint64_t sc_loop(struct sc_worker *wk)
 					fallbacks++;
 					break;
 				}
-				res = bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
-						 VMR_FAULT_LOCK_VMA);
+				res = bench_call_fault(space, r, a, page_mask,
+						       FAULT_FLAGS,
+						       VMR_FAULT_LOCK_VMA);
 				bench_refcount_read_unlock(s);
 				if (res)
 					bench_die("refcount fault", EIO);
@@ -1241,8 +1240,9 @@ static uint64_t sc_loop(struct sc_worker *wk)
 					fallbacks++;
 					break;
 				}
-				res = bench_call_fault(space, r, a, page_mask, FAULT_FLAGS,
-						 VMR_FAULT_LOCK_VMA);
+				res = bench_call_fault(space, r, a, page_mask,
+						       FAULT_FLAGS,
+						       VMR_FAULT_LOCK_VMA);
 				ck_rwlock_read_unlock(&s->ck);
 				if (res)
 					bench_die("ck fault", EIO);
