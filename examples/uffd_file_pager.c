@@ -499,6 +499,12 @@ int main(int argc, char **argv)
 	memset(&ucfg, 0, sizeof(ucfg));
 	ucfg.threads = (unsigned int)handlers;
 	ucfg.fd = -1; /* open one */
+	/* A page of a file, once discarded (MADV_DONTNEED), should read the
+	 * file again, not zero: every event but REMOVE, which also lets the
+	 * handler threads install pages while another one reads messages.
+	 * A heap or a balloon, whose discarded memory must read zero, leaves
+	 * this out. */
+	ucfg.flags = VMR_UFFD_NO_REMOVE;
 	ret = vmr_uffd_create(pg.space, &ucfg, sizeof(ucfg), &pg.uffd);
 	if (ret == -ENOSYS || ret == -EPERM) {
 		printf("uffd_file_pager: the kernel refuses userfaultfd here "

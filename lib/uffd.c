@@ -26,7 +26,14 @@
  * and a copy landing before the event is applied would leave stale data in
  * discarded memory.  So no install may be in flight across a read(), and
  * an install proceeds only if every event read so far is applied (else it
- * is deferred, as for EAGAIN).  The exclusion is Dekker's, so that an
+ * is deferred, as for EAGAIN).  Only REMOVE needs the exclusion: an unmap,
+ * a move or a fork changes the mapping under the mmap write lock, installs
+ * are refused from before the change until its event is read, and one
+ * after that finds the old range gone (ENOENT).  A descriptor without
+ * REMOVE events (VMR_UFFD_NO_REMOVE) orders its reads, as above, but its
+ * installs run beside them; a discarded page then faults in from the
+ * store again, and a copy racing its discard leaves the same contents (see
+ * "Installed pages").  The exclusion is Dekker's, so that an
  * install writes only its own thread's line: the installer sets its
  * handler's installing flag, fences, and backs off while u->reading is
  * set; the reader sets u->reading, fences, and waits until no other
@@ -521,7 +528,7 @@ static inline bool has_events(const struct vmr_uffd *u)
 	return u->features & RUNTIME_EVENTS;
 }
 
-/* Events and several handler threads: reads are ordered and excluded. */
+/* Events and several handler threads: reads are ordered. */
 static inline bool serial_reads(const struct vmr_uffd *u)
 {
 	return u->nr_threads > 1 && has_events(u);
@@ -531,6 +538,12 @@ static inline bool serial_reads(const struct vmr_uffd *u)
 static inline bool hears_removes(const struct vmr_uffd *u)
 {
 	return u->features & UFFD_FEATURE_EVENT_REMOVE;
+}
+
+/* REMOVE events and several handler threads: reads exclude installs. */
+static inline bool excl_reads(const struct vmr_uffd *u)
+{
+	return u->nr_threads > 1 && hears_removes(u);
 }
 
 /*
@@ -578,7 +591,7 @@ static void clear_wake(_Atomic uint32_t *word)
  */
 static bool install_begin(struct handler *h)
 {
-	if (!serial_reads(h->uffd))
+	if (!excl_reads(h->uffd))
 		return false;
 	for (;;) {
 		atomic_store_explicit(&h->installing, EXCL_BUSY,
@@ -597,7 +610,7 @@ static bool install_begin(struct handler *h)
 
 static void install_end(struct handler *h)
 {
-	if (serial_reads(h->uffd))
+	if (excl_reads(h->uffd))
 		clear_wake(&h->installing);
 }
 
@@ -1068,8 +1081,9 @@ static void publish_events(struct vmr_uffd *u, uint32_t seq)
 }
 
 /*
- * Begin a read of messages: in batch order (under read_lock) and with no
- * install in flight.  Without events to order, reads run in parallel.
+ * Begin a read of messages: in batch order (under read_lock) and, where
+ * REMOVE events come, with no install in flight.  Without events to order,
+ * reads run in parallel.
  */
 static void read_begin(struct handler *h)
 {
@@ -1078,6 +1092,8 @@ static void read_begin(struct handler *h)
 	if (!serial_reads(u))
 		return;
 	pthread_mutex_lock(&u->read_lock);
+	if (!excl_reads(u))
+		return;
 	atomic_store_explicit(&u->reading, EXCL_BUSY, memory_order_relaxed);
 	/* Pairs with the fence in install_begin(). */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -1090,7 +1106,8 @@ static void read_end(struct vmr_uffd *u)
 {
 	if (!serial_reads(u))
 		return;
-	clear_wake(&u->reading);
+	if (excl_reads(u))
+		clear_wake(&u->reading);
 	pthread_mutex_unlock(&u->read_lock);
 }
 
@@ -1327,6 +1344,8 @@ static int negotiate(struct vmr_uffd *u, const struct vmr_uffd_config *cfg)
 	want = cfg->features | (supported & UFFD_FEATURE_POISON) |
 	       (cfg->flags & VMR_UFFD_NO_EVENTS ? 0 :
 						  supported & RUNTIME_EVENTS);
+	if (cfg->flags & VMR_UFFD_NO_REMOVE)
+		want &= ~(uint64_t)UFFD_FEATURE_EVENT_REMOVE;
 	if (cfg->fd < 0) {
 		u->fd = open_uffd();
 		if (u->fd < 0)
@@ -1470,7 +1489,10 @@ int vmr_uffd_create(struct vmr_space *space,
 	if (cfg.fd >= 0 && fcntl(cfg.fd, F_GETFL) < 0)
 		return -EBADF;
 	if (cfg.threads > MAX_THREADS || cfg.batch > MAX_BATCH ||
-	    (cfg.flags & ~(VMR_UFFD_FD_READY | VMR_UFFD_NO_EVENTS)) ||
+	    (cfg.flags & ~(VMR_UFFD_FD_READY | VMR_UFFD_NO_EVENTS |
+			   VMR_UFFD_NO_REMOVE)) ||
+	    ((cfg.flags & VMR_UFFD_NO_REMOVE) &&
+	     (cfg.features & UFFD_FEATURE_EVENT_REMOVE)) ||
 	    vmr_space_page_size(space) != (size_t)sysconf(_SC_PAGESIZE))
 		return -EINVAL;
 	return runtime_new(space, &cfg, uffdp, true);

@@ -62,6 +62,8 @@ struct vmr_uffd_store_ops {
 /* struct vmr_uffd_config.flags */
 #define VMR_UFFD_FD_READY 0x1u /* @fd has had UFFDIO_API already */
 #define VMR_UFFD_NO_EVENTS 0x2u /* ask for no non-cooperative events */
+#define VMR_UFFD_NO_REMOVE 0x4u /* every event but REMOVE: a discarded page
+				 * is read again from the store */
 
 /**
  * struct vmr_uffd_config - how a runtime is built
@@ -94,6 +96,19 @@ struct vmr_uffd_store_ops {
  * a discard racing a fault on its pages may leave the store's page in
  * place, and unmapped or moved ranges stay in the space until
  * vmr_uffd_unmap(): keep those apart from faults yourself.
+ *
+ * Only REMOVE events need reads kept out of installs: the kernel refuses
+ * or fails an install that crosses an unmap, a move or a fork, but it
+ * discards a range after its REMOVE is read.  VMR_UFFD_NO_REMOVE asks for
+ * every event but REMOVE (@features must not ask for it either): unmapped
+ * and moved ranges are followed, forks served, reads still ordered, and
+ * the threads install while another reads.  A page the process discards
+ * (MADV_DONTNEED, MADV_REMOVE) then reads the store's contents again, as
+ * a private file mapping's page reads its file's: it faults in from the
+ * store, or a copy that raced the discard left the same contents in
+ * place.  Choose it where the store is what a discarded page should read
+ * (a file pager); keep REMOVE where discarded memory must read zero (a
+ * heap that frees with MADV_DONTNEED, a balloon).
  *
  * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
  * until a handler thread reads the FORK message, and glibc holds malloc's
@@ -171,10 +186,12 @@ struct vmr_uffd_stats {
  * then asks for what is both wanted and supported.
  *
  * Context: a thread registered with @space's flavor.  May sleep.
- * Return: 0; -EINVAL for a NULL @space or @uffdp, a bad config or page
- * size; -E2BIG as for struct vmr_space_config; -ENOSYS if the kernel has no
- * userfaultfd; -EPERM if it is forbidden (vm.unprivileged_userfaultfd,
- * seccomp, /dev/userfaultfd permissions); -EMFILE, -ENFILE; -ENOMEM;
+ * Return: 0; -EINVAL for a NULL @space or @uffdp, a bad config (unknown
+ * flags, VMR_UFFD_NO_REMOVE with UFFD_FEATURE_EVENT_REMOVE in @features)
+ * or page size; -E2BIG as for struct vmr_space_config; -ENOSYS if the
+ * kernel has no userfaultfd; -EPERM if it is forbidden
+ * (vm.unprivileged_userfaultfd, seccomp, /dev/userfaultfd permissions);
+ * -EMFILE, -ENFILE; -ENOMEM;
  * -EAGAIN if a thread could not be started; -EBADF if @fd is not open;
  * -ENOTTY if it is not a userfaultfd (with VMR_UFFD_FD_READY the caller
  * vouches that it is, and that is not checked).

@@ -39,6 +39,9 @@
  *              keeps them out of installs (<vmaretry/uffd.h>, struct
  *              vmr_uffd_config): the like-for-like comparison with the
  *              two below;
+ *   vmr_no_remove  the same with VMR_UFFD_NO_REMOVE: every event but
+ *              REMOVE, so reads are still ordered but run beside
+ *              installs (a discarded page reads the store again);
  *   minimal    the floor: n threads each poll() the one O_NONBLOCK
  *              userfaultfd (and a stop eventfd) and read() batches from
  *              it; for each page-fault message: the store read into a
@@ -140,15 +143,15 @@
  *         metric=us_per_page_1handler value=8.1
  *   BENCH bench=uffd impl=vmr store=zero pinned=0
  *         metric=overhead_pct_vs_minimal_1handler value=1.5
- * where ratio_vs_<impl> is vmr's (or vmr_no_events') pages/s over
- * <impl>'s (medians): above 1 means the library wins;
+ * where ratio_vs_<impl> is vmr's (or vmr_no_events', vmr_no_remove's)
+ * pages/s over <impl>'s (medians): above 1 means the library wins;
  * us_per_page_1handler is the median of 1e6 / pages_per_s at one handler
  * (with several app threads faulting, the time one handler spends per
  * page, i.e. the amortised round trip); and
- * overhead_pct_vs_minimal_1handler is vmr's (vmr_no_events')
- * us_per_page_1handler over minimal's, minus 1, in percent.  A progress
- * line per repetition and a summary of each implementation's counters go
- * to stderr.
+ * overhead_pct_vs_minimal_1handler is vmr's (vmr_no_events',
+ * vmr_no_remove's) us_per_page_1handler over minimal's, minus 1, in
+ * percent.  A progress line per repetition and a summary of each
+ * implementation's counters go to stderr.
  *
  * Options: --pages=N (default 16384: 64 MiB, so that the default run takes
  * about 35 s on the development VMs; 65536, 256 MiB, takes about 2.5
@@ -1019,13 +1022,14 @@ static void vmr_teardown(struct run *r)
 static const struct impl impls[] = {
 	{ "vmr", vmr_setup, vmr_teardown, 0 },
 	{ "vmr_no_events", vmr_setup, vmr_teardown, VMR_UFFD_NO_EVENTS },
+	{ "vmr_no_remove", vmr_setup, vmr_teardown, VMR_UFFD_NO_REMOVE },
 	{ "minimal", minimal_setup, hw_teardown, 0 },
 	{ "umap_like", umap_like_setup, hw_teardown, 0 },
 };
 
 #define NR_IMPLS (sizeof(impls) / sizeof(impls[0]))
-#define NR_OURS 2u
-#define IMPL_MINIMAL 2u
+#define NR_OURS 3u
+#define IMPL_MINIMAL 3u
 
 /* ---- running one repetition ---------------------------------------------- */
 

@@ -15,9 +15,10 @@
  * which the runtime applies to the space (under its write lock, racing
  * the faults of the other pages) and which makes the range read as zero;
  * the zapper then puts the range back under the store (zap()), so that
- * pages fault again (one round in four runs without events: the zap is
- * then only the madvise()).  Touchers only read, and keep off a range while it
- * is being zapped: the contents they see must always be the store's.
+ * pages fault again (one round in four runs without events, and one with
+ * every event but REMOVE: the zap is then only the madvise()).  Touchers
+ * only read, and keep off a range while it is being zapped: the contents
+ * they see must always be the store's.
  *
  * With --hot the area is HOT_PAGES pages and the zapper never rests, so
  * that events, duplicate messages and retries meet on the same pages far
@@ -298,10 +299,19 @@ static int run_round(unsigned int round_no, double seconds)
 	cfg.granularity = (enum vmr_lock_granularity)vmr_rng_below(&rng, 2);
 	if (vmr_rng_below(&rng, 4) == 0)
 		mode |= VMR_UFFD_FAST_STORE;
-	/* Without events the handler threads read and install in parallel,
-	 * and a zap is only a madvise(): its pages fault in again. */
-	if (vmr_rng_below(&rng, 4) == 0)
+	/* Without events, or without REMOVE events, the handler threads
+	 * install while others read, and a zap is only a madvise(): its
+	 * pages fault in again. */
+	switch (vmr_rng_below(&rng, 4)) {
+	case 0:
 		ucfg.flags |= VMR_UFFD_NO_EVENTS;
+		break;
+	case 1:
+		ucfg.flags |= VMR_UFFD_NO_REMOVE;
+		break;
+	default:
+		break;
+	}
 	err = vmr_space_create(&cfg, sizeof(cfg), &space);
 	if (err) {
 		fprintf(stderr, "stress: vmr_space_create: %s\n",

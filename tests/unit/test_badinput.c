@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/userfaultfd.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -2377,8 +2378,12 @@ START_TEST(test_uffd_create_refuses_bad_arguments_before_the_kernel)
 		  sizeof(big.c), 0, 0, 0, 0, -EINVAL },
 		{ "batch 4097", { .batch = 4097, .fd = -1 }, sizeof(big.c), 0,
 		  0, 0, 0, -EINVAL },
-		{ "flag 0x4", { .flags = 0x4, .fd = -1 }, sizeof(big.c), 0, 0,
+		{ "flag 0x8", { .flags = 0x8, .fd = -1 }, sizeof(big.c), 0, 0,
 		  0, 0, -EINVAL },
+		{ "NO_REMOVE, REMOVE asked for",
+		  { .flags = VMR_UFFD_NO_REMOVE, .fd = -1,
+		    .features = UFFD_FEATURE_EVENT_REMOVE },
+		  sizeof(big.c), 0, 0, 0, 0, -EINVAL },
 		{ "flag high bit", { .flags = 0x80000000u, .fd = -1 },
 		  sizeof(big.c), 0, 0, 0, 0, -EINVAL },
 		{ "larger struct, tail set", { .fd = -1 }, sizeof(big), 0, 0,

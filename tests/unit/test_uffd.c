@@ -478,7 +478,7 @@ START_TEST(test_bad_create_arguments_are_refused)
 	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &u),
 			 -EINVAL);
 	cfg.batch = 0;
-	cfg.flags = 0x4;
+	cfg.flags = VMR_UFFD_NO_REMOVE << 1; /* the first unknown bit */
 	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &u),
 			 -EINVAL);
 	cfg.flags = 0x80000000u;
@@ -558,6 +558,20 @@ START_TEST(test_features_include_the_runtime_events)
 	f = vmr_uffd_features(quiet);
 	ck_assert_uint_eq(f & (EVENTS | UFFD_FEATURE_EVENT_FORK), 0);
 	ck_assert_int_eq(vmr_uffd_destroy(quiet), 0);
+	/* All but REMOVE with VMR_UFFD_NO_REMOVE, which REMOVE asked for in
+	 * @features contradicts. */
+	cfg.flags = VMR_UFFD_NO_REMOVE;
+	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &quiet), 0);
+	f = vmr_uffd_features(quiet);
+	ck_assert_uint_eq(f & EVENTS, EVENTS & ~UFFD_FEATURE_EVENT_REMOVE);
+	if (geteuid() == 0)
+		ck_assert(f & UFFD_FEATURE_EVENT_FORK);
+	ck_assert_int_eq(vmr_uffd_destroy(quiet), 0);
+	cfg.features = UFFD_FEATURE_EVENT_REMOVE;
+	quiet = NULL;
+	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &quiet),
+			 -EINVAL);
+	ck_assert_ptr_null(quiet);
 }
 END_TEST
 
@@ -891,15 +905,17 @@ static const unsigned int handler_counts[] = { 1, 2, 4 };
  * Without REMOVE events the runtime never hears of a discard: a page
  * dropped with MADV_DONTNEED faults again and finds itself "installed" in
  * the runtime's page map.  It must be read and installed again, not only
- * woken (its thread would fault forever).  _i: handler threads 1, 2.
+ * woken (its thread would fault forever).  _i: handler threads 1, 2; then
+ * the same with every event but REMOVE.
  */
 START_TEST(test_without_remove_events_a_discarded_page_is_read_again)
 {
 	struct vmr_uffd_stats st;
 	struct area *a;
 
-	RUNTIME_OR_SKIP(.threads = handler_counts[_i],
-			.flags = VMR_UFFD_NO_EVENTS);
+	RUNTIME_OR_SKIP(.threads = handler_counts[_i % 2],
+			.flags = _i < 2 ? VMR_UFFD_NO_EVENTS :
+					  VMR_UFFD_NO_REMOVE);
 	ck_assert_uint_eq(vmr_uffd_features(uffd) & UFFD_FEATURE_EVENT_REMOVE,
 			  0);
 	a = new_area(16, 7100);
@@ -999,16 +1015,25 @@ static void every_page_reads_its_store(void)
 }
 
 /* _i: handler threads 1, 2, 4; then the same without events, whose
- * handler threads read and install in parallel. */
+ * handler threads read and install in parallel; then with every event but
+ * REMOVE, whose reads are ordered but run beside installs. */
 START_TEST(test_every_page_reads_its_store_contents)
 {
+	static const struct {
+		unsigned int flags;
+		uint64_t events; /* those of EVENTS it gets */
+	} cfgs[] = {
+		{ 0, EVENTS },
+		{ VMR_UFFD_NO_EVENTS, 0 },
+		{ VMR_UFFD_NO_REMOVE, EVENTS & ~UFFD_FEATURE_EVENT_REMOVE },
+	};
 	const int n = (int)VMR_ARRAY_SIZE(handler_counts);
 
 	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA,
 			.threads = handler_counts[_i % n],
-			.flags = _i < n ? 0 : VMR_UFFD_NO_EVENTS);
+			.flags = cfgs[_i / n].flags);
 	ck_assert_uint_eq(vmr_uffd_features(uffd) & EVENTS,
-			  _i < n ? EVENTS : 0);
+			  cfgs[_i / n].events);
 	every_page_reads_its_store();
 }
 END_TEST
@@ -1150,21 +1175,30 @@ static void *remover_main(void *arg)
 	return NULL;
 }
 
-/* Removes under policies[_i]. */
-START_TEST(test_removed_pages_read_zero_or_their_contents)
+/*
+ * Removes random ranges with MADV_DONTNEED while touchers fault them (two
+ * handler threads, @policy).  With REMOVE events a removed page reads zero
+ * once its event is applied, and leaves the space.  With
+ * VMR_UFFD_NO_REMOVE (@no_remove) the runtime never hears of it: the page
+ * faults in from the store again, and none ever reads zero, not even when
+ * a copy races its discard.
+ */
+static void remove_while_faulting(unsigned int policy, bool no_remove)
 {
 	struct toucher t[E_TOUCHERS];
 	struct target *v = alloc_targets(E_PAGES);
 	atomic_bool stop;
 	struct plan p = { .targets = v, .nr = E_PAGES, .shuffle = true,
 			  .writes = true, .stop = &stop };
+	struct vmr_uffd_stats u;
 	struct remover r;
 	struct area *a;
 	struct seen s;
 	size_t removed = 0;
 	bool ok;
 
-	RUNTIME_OR_SKIP(.policy = policies[_i], .threads = 2);
+	RUNTIME_OR_SKIP(.policy = policy, .threads = 2,
+			.flags = no_remove ? VMR_UFFD_NO_REMOVE : 0);
 	a = new_area(E_PAGES, 20000);
 	track_removals(a);
 	map_area(a);
@@ -1179,24 +1213,53 @@ START_TEST(test_removed_pages_read_zero_or_their_contents)
 	s = join_touchers(t, E_TOUCHERS, DEADLINE_S);
 	assert_seen_right(&s);
 	ck_assert_uint_eq(r.failed, 0);
+	if (no_remove)
+		ck_assert_uint_eq(s.views[VIEW_ZERO] + s.views[VIEW_MIXED], 0);
 	/* Afterwards too: every page reads as allowed, and removed pages
-	 * that were in before their removal read zero now. */
+	 * that were in before their removal read zero now (or, without
+	 * REMOVE events, their store contents again). */
 	s = touch_all(v, E_PAGES, false);
-	ck_assert_uint_gt(s.views[VIEW_ZERO], 0);
+	if (no_remove)
+		ck_assert_uint_eq(s.views[VIEW_STORE], E_PAGES);
+	else
+		ck_assert_uint_gt(s.views[VIEW_ZERO], 0);
 	free(v);
-	ck_assert_uint_gt(settled_ustats().events_remove, 0);
-	/* Removed ranges left the space (once their events are applied). */
+	u = settled_ustats();
+	if (no_remove) {
+		ck_assert_uint_eq(u.events_remove, 0);
+		/* Discarded pages were installed again. */
+		ck_assert_uint_gt(u.copies, E_PAGES);
+	} else {
+		ck_assert_uint_gt(u.events_remove, 0);
+	}
+	/* Removed ranges left the space (once their events are applied);
+	 * unheard of, they stay. */
 	for (size_t i = 0; i < E_PAGES; i++) {
-		if (!atomic_load(&a->removed[i])) {
+		bool gone = atomic_load(&a->removed[i]);
+
+		removed += gone;
+		if (!gone || no_remove) {
 			ck_assert(region_at(page_addr(a, i), NULL));
 			continue;
 		}
-		removed++;
 		VMR_WAIT_FOR(ok, !region_at(page_addr(a, i), NULL),
 			     DEADLINE_S);
 		ck_assert_msg(ok, "removed page %zu still in the space", i);
 	}
 	ck_assert_uint_gt(removed, 0);
+}
+
+/* Removes under policies[_i]. */
+START_TEST(test_removed_pages_read_zero_or_their_contents)
+{
+	remove_while_faulting(policies[_i], false);
+}
+END_TEST
+
+/* The same without REMOVE events: installs run beside reads. */
+START_TEST(test_without_remove_events_discarded_pages_read_their_contents)
+{
+	remove_while_faulting(policies[_i], true);
 }
 END_TEST
 
@@ -1220,6 +1283,7 @@ static void *unmapper_main(void *arg)
 	return NULL;
 }
 
+/* _i: 0, every event; 1, every event but REMOVE (installs beside reads). */
 START_TEST(test_unmapped_pieces_leave_the_space_while_others_fault)
 {
 	enum { PIECES = 8, EVERY = E_PAGES / PIECES, LEN = 64 };
@@ -1231,7 +1295,8 @@ START_TEST(test_unmapped_pieces_leave_the_space_while_others_fault)
 	struct seen s;
 	bool ok;
 
-	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
+	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2,
+			.flags = _i ? VMR_UFFD_NO_REMOVE : 0);
 	a = new_area(E_PAGES, 30000);
 	map_area(a);
 	/* Touchers keep off the pieces: an access there is SIGSEGV. */
@@ -1285,6 +1350,7 @@ static void *mover_main(void *arg)
 	return NULL;
 }
 
+/* _i: 0, every event; 1, every event but REMOVE (installs beside reads). */
 START_TEST(test_a_moved_range_reads_its_store_contents_at_its_new_address)
 {
 	enum { PAGES = 2048, FROM = 1024, LEN = 512 };
@@ -1297,7 +1363,8 @@ START_TEST(test_a_moved_range_reads_its_store_contents_at_its_new_address)
 	struct seen s;
 	bool ok;
 
-	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2);
+	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = 2,
+			.flags = _i ? VMR_UFFD_NO_REMOVE : 0);
 	a = new_area(PAGES, 40000);
 	map_area(a);
 	/* Half the pages that move are present before, half are not. */
@@ -1879,11 +1946,11 @@ static Suite *uffd_suite(void)
 		       test_a_range_can_be_mapped_unmapped_and_mapped_again);
 	tcase_add_loop_test(
 		tc, test_without_remove_events_a_discarded_page_is_read_again,
-		0, 2);
+		0, 4);
 
 	tc = add_tcase(s, "contents", 120, setup, teardown);
 	tcase_add_loop_test(tc, test_every_page_reads_its_store_contents, 0,
-			    2 * nr_handlers);
+			    3 * nr_handlers);
 
 	tc = add_tcase(s, "duplicate faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_concurrent_faults_on_a_page_install_it_once,
@@ -1897,13 +1964,19 @@ static Suite *uffd_suite(void)
 	tc = add_tcase(s, "REMOVE racing faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_removed_pages_read_zero_or_their_contents,
 			    0, NR_POLICIES);
+	tcase_add_loop_test(
+		tc,
+		test_without_remove_events_discarded_pages_read_their_contents,
+		0, NR_POLICIES);
 
 	tc = add_tcase(s, "UNMAP and REMAP racing faults", 60, setup, teardown);
-	tcase_add_test(tc,
-		       test_unmapped_pieces_leave_the_space_while_others_fault);
-	tcase_add_test(
+	tcase_add_loop_test(
+		tc, test_unmapped_pieces_leave_the_space_while_others_fault, 0,
+		2);
+	tcase_add_loop_test(
 		tc,
-		test_a_moved_range_reads_its_store_contents_at_its_new_address);
+		test_a_moved_range_reads_its_store_contents_at_its_new_address,
+		0, 2);
 
 	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_forked_child_is_served_by_a_runtime_of_its_own);

@@ -1077,16 +1077,19 @@ START_TEST(test_no_event_is_read_while_a_page_is_installed)
 END_TEST
 
 /*
- * Without events there is nothing to order: an install in flight keeps no
+ * Without events there is nothing to order, and without REMOVE events no
+ * read can let a discard overtake a copy: an install in flight keeps no
  * other handler thread from reading and serving faults.  One fault is held
  * just before its ioctl until a fault on another page has been served (two
- * handler threads, VMR_UFFD_NO_EVENTS); then both pages read the store.
+ * handler threads); then both pages read the store.  _i: 0,
+ * VMR_UFFD_NO_EVENTS; 1, VMR_UFFD_NO_REMOVE.
  */
-START_TEST(test_without_events_an_install_keeps_no_other_fault_waiting)
+START_TEST(test_without_removes_an_install_keeps_no_other_fault_waiting)
 {
 	const struct rt_opts o = { .policy = VMR_RETRY_VMA,
 				   .threads = 2,
-				   .flags = VMR_UFFD_NO_EVENTS };
+				   .flags = _i ? VMR_UFFD_NO_REMOVE :
+						 VMR_UFFD_NO_EVENTS };
 	struct vmr_uffd_stats u;
 	struct toucher t;
 	struct area a;
@@ -1584,8 +1587,9 @@ static Suite *uffd_race_suite(void)
 	tc = add_tcase(s, "reads and installs", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_no_event_is_read_while_a_page_is_installed,
 			    0, NR_POLICIES);
-	tcase_add_test(
-		tc, test_without_events_an_install_keeps_no_other_fault_waiting);
+	tcase_add_loop_test(
+		tc, test_without_removes_an_install_keeps_no_other_fault_waiting,
+		0, 2);
 
 	tc = add_tcase(s, "fork", 60, setup, teardown);
 	tcase_add_test(tc, test_a_fork_while_an_event_is_applied_returns);
