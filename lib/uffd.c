@@ -1420,6 +1420,32 @@ static int start_threads(struct vmr_uffd *u)
 	return 0;
 }
 
+/*
+ * The read mutex is held across one read() of messages, about a
+ * microsecond; a thread that finds it taken would sleep and be woken by a
+ * futex, unless it spins that long first (glibc's adaptive mutex).
+ * bench_uffd --store=zero --reps=3 --pages=32768 --max-handlers=4 on 2
+ * vCPUs, eight alternating runs of each build (2026-12-07), ours over
+ * minimal, medians: at two handler threads 0.96 against 0.90 without
+ * REMOVE events, 0.80 against 0.79 with them; at four 0.87 against 0.86
+ * and 0.75 against 0.70; without events, which take no read mutex, 0.92
+ * and 0.89 for both builds.
+ */
+static void read_lock_init(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+	pthread_mutexattr_t a;
+
+	if (!pthread_mutexattr_init(&a)) {
+		pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(m, &a);
+		pthread_mutexattr_destroy(&a);
+		return;
+	}
+#endif
+	pthread_mutex_init(m, NULL);
+}
+
 static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cfg,
 		       struct vmr_uffd **out, bool start)
 {
@@ -1443,7 +1469,7 @@ static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cf
 	atomic_init(&u->events_applied, 0);
 	atomic_init(&u->dead, false);
 	atomic_init(&u->stopping, false);
-	pthread_mutex_init(&u->read_lock, NULL);
+	read_lock_init(&u->read_lock);
 	atomic_init(&u->reading, 0);
 	atomic_init(&u->last_event_seq, 0);
 	pthread_mutex_init(&u->children_lock, NULL);
