@@ -20,20 +20,20 @@
  *   prepare:    forking++; barrier; wait until every slot's depth is 0
  *
  * The barrier is asymmetric where the kernel has membarrier(): on the
- * allocator's side a compiler barrier, on prepare's a membarrier() (a
- * full barrier on every running thread; forks are rare).  Elsewhere both
- * sides are seq_cst (the allocator's store an exchange).  Either way the
+ * allocator's side a compiler barrier, on prepare's a membarrier() (a full
+ * barrier on every running thread; forks are rare).  Elsewhere both sides
+ * are seq_cst (the allocator's store an exchange).  Either way the
  * allocator's load sees forking (it refuses) or prepare's load of its slot
  * sees the depth (it waits for the allocator to leave, and malloc's locks
- * are free until then, so the allocator's malloc() finishes).  So no
- * thread inside the guard ever waits for a fork's locks, and a thread
- * refused does not call malloc(): it takes memory from the pool (pool.c),
- * or puts the block to free on a list that the next thread let in frees
- * (at the latest the forking thread itself, in the parent handler).  Work that must call into
- * glibc (pthread_create()) runs only inside the guard; a caller refused
- * tries again later (uffd.c starts a forked child's threads so).  Inside,
- * the guard nests: prepare is waiting for the outer section, so an inner
- * one needs no check.
+ * are free until then, so the allocator's malloc() finishes).  So no thread
+ * inside the guard ever waits for a fork's locks, and a thread refused does
+ * not call malloc(): it takes memory from the pool (pool.c), or puts the
+ * block to free on a list that the next thread let in frees (at the latest
+ * the forking thread itself, in the parent handler).  Work that must call
+ * into glibc (pthread_create()) runs only inside the guard; a caller
+ * refused tries again later (uffd.c starts a forked child's threads so).
+ * Inside, the guard nests: prepare is waiting for the outer section, so an
+ * inner one needs no check.
  *
  * Slots.  A thread's first use takes a free slot from the list (or makes
  * one, from the pool: never malloc() here) and keeps it in a thread-local

@@ -250,7 +250,8 @@ int vmr_map(struct vmr_space *space, const struct vmr_region_desc *desc,
 	if (err)
 		return err;
 	if (!range_ok(space, d.start, d.len) || (d.prot & ~PROT_ALL) ||
-	    (d.offset & space->page_mask) || (unsigned int)d.policy > VMR_HOLD_IO)
+	    (d.offset & space->page_mask) ||
+	    (unsigned int)d.policy > VMR_HOLD_IO)
 		return -EINVAL;
 	r = vmr_region_alloc(space);
 	if (!r)

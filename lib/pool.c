@@ -133,11 +133,13 @@ void *vmr_pool_alloc(size_t size, size_t align)
 		c = take_chunks(n);
 		if (c)
 			pool.chunk_class[(size_t)(c - pool.base) >>
-					 POOL_CHUNK_SHIFT] = (unsigned char)shift;
+					 POOL_CHUNK_SHIFT] =
+				(unsigned char)shift;
 		b = (struct free_block *)c;
 		goto out;
 	}
-	/* A new chunk of this class: hand out its first block, list the rest. */
+	/* A new chunk of this class: hand out its first block, list the
+	 * rest. */
 	c = take_chunks(1);
 	if (!c)
 		goto out;

@@ -207,12 +207,14 @@ int vmr_range_read_unlock(struct vmr_range_lock *lock)
 	uint32_t w;
 
 	if (!lock || !lock->slot)
-		return lock ? vmr_misuse("range read unlock of a lock not held") :
+		return lock ? vmr_misuse("range read unlock of a lock not "
+					 "held") :
 			      -EINVAL;
 	ts = lock->slot;
 	w = atomic_load_explicit(&ts->word, memory_order_relaxed);
 	if ((w & ~WORD_WAITER) != (lock->seq | WORD_HELD))
-		return vmr_misuse("range read unlock of a lock released already");
+		return vmr_misuse("range read unlock of a lock released "
+				  "already");
 	lock->slot = NULL;
 	state_release(lock->region->space, ts, lock->seq);
 	return 0;
@@ -295,11 +297,12 @@ void vmr_range_drain(struct vmr_space *space, uintptr_t start, uintptr_t end)
 
 		if (!(v & WORD_HELD))
 			continue;
-		if (!vmr_ranges_overlap(start, end,
-					atomic_load_explicit(
-						&ts->start, memory_order_relaxed),
-					atomic_load_explicit(
-						&ts->end, memory_order_relaxed)))
+		if (!vmr_ranges_overlap(
+			    start, end,
+			    atomic_load_explicit(&ts->start,
+						 memory_order_relaxed),
+			    atomic_load_explicit(&ts->end,
+						 memory_order_relaxed)))
 			continue;
 		state_wait(space, ts, v);
 	}
@@ -325,7 +328,8 @@ int vmr_range_write_lock(struct vmr_space *space, uintptr_t start,
 	    (end & space->page_mask))
 		return -EINVAL;
 	if (!vmr_space_lock_is_owner(&space->lock))
-		return vmr_misuse("range write lock without the space write lock");
+		return vmr_misuse("range write lock without the space write "
+				  "lock");
 	vmr_range_write_lock_held(space, start, end);
 	return 0;
 }

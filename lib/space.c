@@ -3,12 +3,13 @@
  * libvmaretry - the address space: creation, teardown, lookups.
  *
  * A space is a region tree, a space lock and its threads' states (read
- * locks and counters, lib/thread.c).  Teardown refuses while anything is in flight (the space lock
- * held or slept on, a range read lock held) rather than waiting: a caller
- * that tears down a space must have stopped its threads first, and a -EBUSY
- * tells it that it has not, where waiting would hide the bug until a thread
- * touched freed memory.  Otherwise it unmaps everything, which retires
- * every region, and waits until every retirement has closed its region.
+ * locks and counters, lib/thread.c).  Teardown refuses while anything is in
+ * flight (the space lock held or slept on, a range read lock held) rather
+ * than waiting: a caller that tears down a space must have stopped its
+ * threads first, and a -EBUSY tells it that it has not, where waiting would
+ * hide the bug until a thread touched freed memory.  Otherwise it unmaps
+ * everything, which retires every region, and waits until every retirement
+ * has closed its region.
  */
 #include "mm.h"
 

@@ -211,7 +211,8 @@ int vmr_space_read_unlock(struct vmr_space *space)
 		&lock->state, &s, s - 1, memory_order_release,
 		memory_order_relaxed));
 	if ((s & READERS) == 1 && (s & WRITER)) {
-		atomic_fetch_add_explicit(&lock->drain, 1, memory_order_release);
+		atomic_fetch_add_explicit(&lock->drain, 1,
+					  memory_order_release);
 		vmr_futex_wake(&lock->drain, 1);
 	}
 	return 0;

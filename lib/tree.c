@@ -99,12 +99,14 @@ struct node {
 	size_t size;     /* entries in the whole tree: meaningful on the root */
 	union {
 		struct {
-			uintptr_t end[SLOTS]; /* searched first: see leaf_slot() */
+			/* Searched first: see leaf_slot(). */
+			uintptr_t end[SLOTS];
 			uintptr_t start[SLOTS];
 			void *value[SLOTS];
 		} l;
 		struct {
-			uintptr_t pivot[SLOTS]; /* pivot[0] unused by searches */
+			/* pivot[0] is unused by searches. */
+			uintptr_t pivot[SLOTS];
 			struct node *child[SLOTS];
 		} in;
 	};
@@ -268,7 +270,8 @@ static bool iter_step_leaf(struct vmr_tree_iter *it, int dir)
 		return false;
 	it->slot[lvl] = (uint8_t)(it->slot[lvl] + dir);
 	for (; lvl < top; lvl++) {
-		n = ((const struct node *)it->node[lvl])->in.child[it->slot[lvl]];
+		n = ((const struct node *)it->node[lvl])
+			    ->in.child[it->slot[lvl]];
 		it->node[lvl + 1] = n;
 		it->slot[lvl + 1] = dir > 0 ? 0 :
 			(uint8_t)(n->leaf ? n->count : n->count - 1);
@@ -654,7 +657,8 @@ static void slot_remove(struct node *n, unsigned int j)
 	unsigned int tail = n->count - j - 1u;
 
 	if (n->leaf) {
-		memmove(&n->l.end[j], &n->l.end[j + 1], tail * sizeof(uintptr_t));
+		memmove(&n->l.end[j], &n->l.end[j + 1],
+			tail * sizeof(uintptr_t));
 		memmove(&n->l.start[j], &n->l.start[j + 1],
 			tail * sizeof(uintptr_t));
 		memmove(&n->l.value[j], &n->l.value[j + 1],
@@ -704,7 +708,8 @@ static void shift_slot(struct node *n, unsigned int i, struct node *l,
 			leaf_put(r, 0, &e);
 			*sep = e.start;
 		} else {
-			r->in.pivot[0] = *sep; /* bound of r's old first child */
+			/* The bound of r's old first child. */
+			r->in.pivot[0] = *sep;
 			inner_put(r, 0, l->in.pivot[last], l->in.child[last]);
 			*sep = l->in.pivot[last];
 		}

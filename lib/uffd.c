@@ -868,7 +868,8 @@ static bool handle_fault_msg(struct handler *h, const struct uffd_msg *msg,
 	case FAULT_DEFERRED:
 		return false;
 	case FAULT_GONE:
-		/* Gone by munmap/mremap: nothing unregistered, nothing woke it. */
+		/* Gone by munmap/mremap: nothing unregistered, nothing woke
+		 * it. */
 		wake(h, addr, u->page);
 		return true;
 	case FAULT_DEAD:
@@ -933,7 +934,8 @@ static void retry_deferred(struct handler *h)
 	}
 }
 
-/* Each region of the space in [start, end), as a copy (the space may change). */
+/* Each region of the space in [start, end), as a copy (the space may
+ * change). */
 struct region_copy {
 	uintptr_t start, end;
 	unsigned int prot;
@@ -1446,7 +1448,8 @@ static void read_lock_init(pthread_mutex_t *m)
 	pthread_mutex_init(m, NULL);
 }
 
-static int runtime_new(struct vmr_space *space, const struct vmr_uffd_config *cfg,
+static int runtime_new(struct vmr_space *space,
+		       const struct vmr_uffd_config *cfg,
 		       struct vmr_uffd **out, bool start)
 {
 	struct vmr_uffd *u;
@@ -1678,9 +1681,10 @@ int vmr_uffd_map(struct vmr_uffd *uffd, void *addr, size_t len,
 	memset(&reg, 0, sizeof(reg));
 	reg.range.start = (uintptr_t)addr;
 	reg.range.len = len;
-	reg.mode = (mode & VMR_UFFD_MISSING ? UFFDIO_REGISTER_MODE_MISSING : 0) |
-		   (mode & VMR_UFFD_WP ? UFFDIO_REGISTER_MODE_WP : 0) |
-		   (mode & VMR_UFFD_MINOR ? UFFDIO_REGISTER_MODE_MINOR : 0);
+	reg.mode =
+		(mode & VMR_UFFD_MISSING ? UFFDIO_REGISTER_MODE_MISSING : 0) |
+		(mode & VMR_UFFD_WP ? UFFDIO_REGISTER_MODE_WP : 0) |
+		(mode & VMR_UFFD_MINOR ? UFFDIO_REGISTER_MODE_MINOR : 0);
 	need = mode & VMR_UFFD_MINOR ? (1ull << _UFFDIO_CONTINUE) :
 				       (1ull << _UFFDIO_COPY);
 	if (ioctl(uffd->fd, UFFDIO_REGISTER, &reg)) {

@@ -26,7 +26,8 @@ struct vmr_space;  /* opaque: vmr_space_create() */
 struct vmr_region; /* opaque: made by vmr_map(), vmr_unmap(), vmr_protect() */
 struct vmr_fault;  /* the fault descriptor of the fault engine */
 
-/* What a fault handler returns: VMR_FAULT_* reasons (the kernel's vm_fault_t). */
+/* What a fault handler returns: VMR_FAULT_* reasons (the kernel's
+ * vm_fault_t). */
 typedef unsigned int vmr_fault_t;
 
 /* Region protection, as PROT_* of mmap(2). */
@@ -190,8 +191,8 @@ struct vmr_region_desc {
  * Ownership: the caller owns the space; vmr_space_destroy() frees it.
  * Return: 0; -EINVAL if @spacep is NULL, @config is NULL with a non-zero
  * size, or a field is out of range (page size not a power of two, unknown
- * granularity, barrier, policy or flag); -E2BIG if @config_size is larger than this
- * library's struct and the extra bytes are not zero; -ENOSYS if
+ * granularity, barrier, policy or flag); -E2BIG if @config_size is larger
+ * than this library's struct and the extra bytes are not zero; -ENOSYS if
  * VMR_BARRIER_MEMBARRIER was asked for and the kernel lacks it; -EAGAIN if
  * that first thread could not be made; -ENOMEM.
  */
@@ -204,8 +205,9 @@ int vmr_space_create(const struct vmr_space_config *config, size_t config_size,
  *
  * Refuses while anything is in flight: the space lock held or waited for,
  * or a VMA-range read lock held.  Page maps made for the space that are
- * still alive afterwards go on without it (no counting, no shutdown).  Otherwise closes every region (ops close)
- * and waits for the space's pending frees.
+ * still alive afterwards go on without it (no counting, no shutdown).
+ * Otherwise closes every region (ops close) and waits for the space's
+ * pending frees.
  *
  * Context: a thread registered with the space's flavor, outside any
  * read-side critical section.  May sleep.
