@@ -97,18 +97,19 @@ struct vmr_uffd_store_ops {
  * place, and unmapped or moved ranges stay in the space until
  * vmr_uffd_unmap(): keep those apart from faults yourself.
  *
- * Only REMOVE events need reads kept out of installs: the kernel refuses
- * or fails an install that crosses an unmap, a move or a fork, but it
- * discards a range after its REMOVE is read.  VMR_UFFD_NO_REMOVE asks for
- * every event but REMOVE (@features must not ask for it either): unmapped
- * and moved ranges are followed, forks served, reads still ordered, and
- * the threads install while another reads.  A page the process discards
- * (MADV_DONTNEED, MADV_REMOVE) then reads the store's contents again, as
- * a private file mapping's page reads its file's: it faults in from the
- * store, or a copy that raced the discard left the same contents in
- * place.  Choose it where the store is what a discarded page should read
- * (a file pager); keep REMOVE where discarded memory must read zero (a
- * heap that frees with MADV_DONTNEED, a balloon).
+ * Only REMOVE events need reads kept out of installs: the kernel refuses or
+ * fails an install that crosses an unmap, a move or a fork, but it discards
+ * a range after its REMOVE is read.  VMR_UFFD_NO_REMOVE asks for every
+ * event but REMOVE (@features must not ask for it either; with
+ * VMR_UFFD_NO_EVENTS, which wins, it changes nothing): unmapped and moved
+ * ranges are followed, forks served, reads still ordered, and the threads
+ * install while another reads.  A page the process discards (MADV_DONTNEED,
+ * MADV_REMOVE) then reads the store's contents again, as a private file
+ * mapping's page reads its file's: it faults in from the store, or a copy
+ * that raced the discard left the same contents in place.  Choose it where
+ * the store is what a discarded page should read (a file pager); keep
+ * REMOVE where discarded memory must read zero (a heap that frees with
+ * MADV_DONTNEED, a balloon).
  *
  * Forking with EVENT_FORK: fork() in the paged process waits in the kernel
  * until a handler thread reads the FORK message, and glibc holds malloc's
