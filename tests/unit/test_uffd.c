@@ -567,6 +567,13 @@ START_TEST(test_features_include_the_runtime_events)
 	if (geteuid() == 0)
 		ck_assert(f & UFFD_FEATURE_EVENT_FORK);
 	ck_assert_int_eq(vmr_uffd_destroy(quiet), 0);
+	/* VMR_UFFD_NO_EVENTS wins. */
+	cfg.flags = VMR_UFFD_NO_REMOVE | VMR_UFFD_NO_EVENTS;
+	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &quiet), 0);
+	f = vmr_uffd_features(quiet);
+	ck_assert_uint_eq(f & (EVENTS | UFFD_FEATURE_EVENT_FORK), 0);
+	ck_assert_int_eq(vmr_uffd_destroy(quiet), 0);
+	cfg.flags = VMR_UFFD_NO_REMOVE;
 	cfg.features = UFFD_FEATURE_EVENT_REMOVE;
 	quiet = NULL;
 	ck_assert_int_eq(vmr_uffd_create(space, &cfg, sizeof(cfg), &quiet),
