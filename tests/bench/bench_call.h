@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The fault of the benchmarks' baselines (bench_fault, bench_scenarios):
- * what a pager that holds its own lock does once it holds it, built the
- * way the engine builds it so that only the locking around it differs.
- * The no-op handler is the one every fast-path run calls.
+ * what a pager that holds its own lock does once it holds it, done the way
+ * the engine does it (the same tree walk, access check and reads of the
+ * region) so that only the locking around it differs.  The no-op handler
+ * is the one every fast-path run calls.
  */
 #ifndef VMR_BENCH_CALL_H
 #define VMR_BENCH_CALL_H
 
 #include <vmaretry.h>
+
+#include "mm.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,16 +27,6 @@ static const struct vmr_region_ops bench_nop_ops = {
 	.fault = bench_nop_fault,
 };
 
-/* The engine's access check (fault.c access_error()). */
-static inline bool bench_access_denied(unsigned int prot, unsigned int flags)
-{
-	if (flags & VMR_FAULT_FLAG_WRITE)
-		return !(prot & VMR_PROT_WRITE);
-	if (flags & VMR_FAULT_FLAG_INSTRUCTION)
-		return !(prot & VMR_PROT_EXEC);
-	return !(prot & (VMR_PROT_READ | VMR_PROT_WRITE | VMR_PROT_EXEC));
-}
-
 /*
  * The access check and the handler of region @r (NULL: no region) at @a,
  * through the region's ops, with a descriptor as the engine's for a fault
@@ -45,7 +38,7 @@ bench_call_fault(struct vmr_space *space, struct vmr_region *r, uintptr_t a,
 {
 	struct vmr_fault vmf;
 
-	if (!r || bench_access_denied(vmr_region_prot(r), flags))
+	if (!r || vmr_access_error(r, flags))
 		return VMR_FAULT_SIGSEGV;
 	memset(&vmf, 0, sizeof(vmf));
 	vmf.space = space;
@@ -55,7 +48,14 @@ bench_call_fault(struct vmr_space *space, struct vmr_region *r, uintptr_t a,
 	vmf.flags = flags |
 		    (lock == VMR_FAULT_LOCK_VMA ? VMR_FAULT_FLAG_VMA_LOCK : 0);
 	vmf.lock = lock;
-	return vmr_region_ops(r)->fault(&vmf);
+	return r->ops.fault(&vmf);
+}
+
+/* The engine's lookup of the region that contains @a (NULL: none). */
+static inline struct vmr_region *bench_lookup(const struct vmr_space *space,
+					      uintptr_t a)
+{
+	return vmr_tree_lookup(space->tree, a, NULL);
 }
 
 /* bench_call_fault() on the region that contains @a, if any. */
@@ -64,8 +64,8 @@ static inline vmr_fault_t bench_lookup_fault(struct vmr_space *space,
 					     unsigned int flags,
 					     unsigned int lock)
 {
-	return bench_call_fault(space, vmr_space_find_region(space, a), a,
-				page_mask, flags, lock);
+	return bench_call_fault(space, bench_lookup(space, a), a, page_mask,
+				flags, lock);
 }
 
 #endif /* VMR_BENCH_CALL_H */

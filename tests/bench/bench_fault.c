@@ -22,13 +22,14 @@
  *   rwlock       the baseline, what a pager does today with one lock over
  *                its region tree (mmap_lock before per-VMA locks): one
  *                global pthread_rwlock_t (writer-preferring, as mmap_lock)
- *                read-locked, vmr_space_find_region(), the same access
- *                check on vmr_region_prot(), a struct vmr_fault built on
- *                the stack as the engine builds it, the same handler
- *                called through vmr_region_ops(), unlock;
+ *                read-locked, the engine's own tree walk
+ *                (vmr_tree_lookup()) and access check (vmr_access_error()),
+ *                a struct vmr_fault built on the stack as the engine
+ *                builds it, the region's handler called as the engine
+ *                calls it, unlock (tests/bench/bench_call.h);
  *   bare_lookup  the floor: urcu_memb_read_lock() (inline, _LGPL_SOURCE) +
- *                vmr_space_find_region() + urcu_memb_read_unlock(), with
- *                no lock, no check and no handler;
+ *                the same vmr_tree_lookup() + urcu_memb_read_unlock(),
+ *                with no lock, no check and no handler;
  *   unlocked     rwlock's fault with RCU in place of the rwlock: the
  *                lookup, the access check, the descriptor and the handler
  *                call, under urcu_memb_read_lock() alone.  Every correct
@@ -111,7 +112,16 @@
  * per-run quotients).  With --barrier=2 in six runs alternated with
  * those: ceiling 1.09 and 1.34, vmr 1.02 and 1.23.  On this machine, then,
  * no lock design reaches 1.3x the rwlock at one thread or 3x at two; what
- * is left to win is vmr's 4-5 % over no lock at all.
+ * is left to win is vmr's 4-5 % over no lock at all.  Those baselines
+ * reached the tree and the region through the public calls
+ * (vmr_space_find_region(), vmr_region_prot(), vmr_region_ops()): three
+ * calls and about ten instructions a fault (callgrind) that the engine
+ * does not make.  They now walk the tree and check access with the
+ * engine's own vmr_tree_lookup() and vmr_access_error().  Four alternating
+ * runs of each build (same command, 2026-12-07, a slower VM), medians:
+ * the ceiling read 1.13 before and 1.16 after at one thread, 1.40 and
+ * 1.33 at two; vmr 0.91 and 0.89, 1.23 and 1.17: no change above the
+ * noise.
  *
  * Part 2: the retry path (bench=fault_retry)
  * ------------------------------------------
@@ -382,8 +392,7 @@ static uint64_t fast_bare(struct fast_worker *wk)
 	do {
 		for (k = 0; k < BATCH; k++, ops++) {
 			urcu_memb_read_lock();
-			r = vmr_space_find_region(space,
-						  addrs[ops & (NR_ADDRS - 1)]);
+			r = bench_lookup(space, addrs[ops & (NR_ADDRS - 1)]);
 			urcu_memb_read_unlock();
 			if (!r)
 				bench_die("lookup missed", ENOENT);

@@ -1207,7 +1207,7 @@ static uint64_t sc_loop(struct sc_worker *wk)
 				break;
 			case SI_REFCOUNT:
 				urcu_memb_read_lock();
-				r = vmr_space_find_region(space, a);
+				r = bench_lookup(space, a);
 				if (!r)
 					bench_die("lookup missed", ENOENT);
 				s = vmr_region_private(r);
@@ -1227,7 +1227,7 @@ static uint64_t sc_loop(struct sc_worker *wk)
 				break;
 			default:
 				urcu_memb_read_lock();
-				r = vmr_space_find_region(space, a);
+				r = bench_lookup(space, a);
 				if (!r)
 					bench_die("lookup missed", ENOENT);
 				s = vmr_region_private(r);
