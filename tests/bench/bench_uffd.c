@@ -48,6 +48,14 @@
  *              per-thread page buffer, UFFDIO_COPY (EEXIST: done, then
  *              UFFDIO_WAKE; EAGAIN: again), nothing else: no region
  *              lookup, no lock, no shared write of our own;
+ *   minimal_remove  minimal made safe for REMOVE events the plain way,
+ *              the hand-written counterpart of vmr, which asks for them:
+ *              it asks for UFFD_FEATURE_EVENT_REMOVE, and a pthread rwlock
+ *              (writers preferred) keeps reads and copies apart: a read()
+ *              of messages holds it for writing and unregisters the range
+ *              of each REMOVE it read before letting go, each copy holds
+ *              it for reading (why: lib/uffd.c, "Installs and reads");
+ *              EAGAIN and ENOENT wake the faulting thread;
  *   umap_like  LLNL UMap v2's shape (reference/uffd.md 1.3-1.4): ONE
  *              reader thread polls and reads batches, aligns, sorts and
  *              dedups the addresses, looks each up in a sorted array of
@@ -138,7 +146,7 @@
  *         metric=pages_per_s value=1.2e+05
  *   BENCH bench=uffd impl=vmr store=zero handlers=2 pinned=0
  *         metric=ratio_vs_minimal value=0.97
- *   ... metric=ratio_vs_umap_like
+ *   ... metric=ratio_vs_minimal_remove, metric=ratio_vs_umap_like
  *   BENCH bench=uffd impl=minimal store=zero pinned=0
  *         metric=us_per_page_1handler value=8.1
  *   BENCH bench=uffd impl=vmr store=zero pinned=0
@@ -493,8 +501,11 @@ static int uffd_open(void)
 	return fd >= 0 ? fd : -err;
 }
 
-/* A userfaultfd after UFFDIO_API with no features; a descriptor, or -errno. */
-static int uffd_create(void)
+/*
+ * A userfaultfd after UFFDIO_API asking for @features; a descriptor, or
+ * -errno (-EOPNOTSUPP if the kernel lacks one of them).
+ */
+static int uffd_create(uint64_t features)
 {
 	struct uffdio_api api;
 	int fd = uffd_open(), err;
@@ -503,8 +514,11 @@ static int uffd_create(void)
 		return fd;
 	memset(&api, 0, sizeof(api));
 	api.api = UFFD_API;
-	if (ioctl(fd, UFFDIO_API, &api)) {
-		err = errno;
+	api.features = features;
+	err = ioctl(fd, UFFDIO_API, &api) ? errno : 0;
+	if (!err && (api.features & features) != features)
+		err = EOPNOTSUPP;
+	if (err) {
 		close(fd);
 		return -err;
 	}
@@ -611,8 +625,10 @@ static int uffd_read_batch(int fd, int stopfd, struct uffd_msg *msgs,
 	return (int)((size_t)n / sizeof(*msgs));
 }
 
-/* State shared by minimal and umap_like. */
+/* State shared by minimal, minimal_remove and umap_like. */
 struct hw;
+
+enum hw_kind { HW_MINIMAL, HW_MINIMAL_REMOVE, HW_UMAP_LIKE };
 
 struct hw_thread {
 	pthread_t tid;
@@ -633,6 +649,7 @@ struct ul_region {
 enum { PAGE_ABSENT, PAGE_FILLING, PAGE_PRESENT };
 
 struct hw {
+	enum hw_kind kind;
 	int fd, stopfd;
 	uintptr_t base;
 	size_t page;
@@ -640,6 +657,9 @@ struct hw {
 	unsigned int nr_threads;
 	struct store *store;
 	struct hw_thread *th;
+
+	/* minimal_remove only: read() exclusive, copies shared */
+	pthread_rwlock_t excl;
 
 	/* umap_like only */
 	pthread_mutex_t region_lock; /* UMap's RegionManager::m_mutex */
@@ -684,6 +704,116 @@ static void *minimal_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/* ---- minimal_remove ------------------------------------------------------ */
+
+/*
+ * A REMOVE: unregister the range, so that the discarded memory reads zero
+ * and copies for it fail (ENOENT); the kernel wakes its faulters.
+ */
+static void mr_remove(struct hw *hw, const struct uffd_msg *msg)
+{
+	struct uffdio_range range = {
+		.start = msg->arg.remove.start,
+		.len = msg->arg.remove.end - msg->arg.remove.start,
+	};
+
+	if (ioctl(hw->fd, UFFDIO_UNREGISTER, &range) && errno != ENOENT)
+		bench_die("UFFDIO_UNREGISTER (REMOVE)", errno);
+}
+
+/*
+ * One copy under the shared side of the lock.  EAGAIN (an event is
+ * unread; the copy field may hold -EAGAIN): wake the thread, which faults
+ * again, rather than spin on the lock that the event's reader needs.
+ * ENOENT (a REMOVE unregistered the range): wake, in case nothing did.
+ */
+static void mr_copy(struct hw *hw, struct hw_thread *th, uintptr_t dst)
+{
+	struct uffdio_copy cp = {
+		.dst = dst,
+		.src = (uintptr_t)th->buf,
+		.len = hw->page,
+	};
+	int ret, err;
+
+	pthread_rwlock_rdlock(&hw->excl);
+	ret = ioctl(hw->fd, UFFDIO_COPY, &cp);
+	err = ret ? errno : cp.copy < 0 ? (int)-cp.copy : 0;
+	pthread_rwlock_unlock(&hw->excl);
+	if (!err && cp.copy != (int64_t)hw->page)
+		err = EAGAIN; /* a partial copy */
+	if (!err) {
+		th->c.copies++;
+		return;
+	}
+	if (err == EEXIST)
+		th->c.eexist++;
+	else if (err == EAGAIN)
+		th->c.eagain++;
+	else if (err != ENOENT)
+		bench_die("UFFDIO_COPY", err);
+	uffd_wake(hw->fd, dst, hw->page, &th->c);
+}
+
+/*
+ * minimal, made safe for REMOVE events the plain way: a read() of messages
+ * holds a rwlock for writing and applies the batch's REMOVEs before it lets
+ * go, and each copy holds it for reading, so no copy is in flight when a
+ * REMOVE is read (after which madvise() zaps the range: a copy landing
+ * then would leave store data in discarded memory), and every fault read
+ * after a REMOVE finds its range unregistered.  Writers are preferred, or
+ * a stream of copies could keep the reads out.
+ */
+static void *minimal_remove_main(void *arg)
+{
+	struct hw_thread *th = arg;
+	struct hw *hw = th->hw;
+	uintptr_t mask = ~(uintptr_t)(hw->page - 1), addr;
+	struct pollfd pfd[2] = {
+		{ .fd = hw->fd, .events = POLLIN },
+		{ .fd = hw->stopfd, .events = POLLIN },
+	};
+	ssize_t got;
+	size_t n, i;
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			bench_die("poll", errno);
+		}
+		if (pfd[1].revents)
+			return NULL;
+		pthread_rwlock_wrlock(&hw->excl);
+		got = read(hw->fd, th->msgs, hw->batch * sizeof(*th->msgs));
+		n = got > 0 ? (size_t)got / sizeof(*th->msgs) : 0;
+		for (i = 0; i < n; i++)
+			if (th->msgs[i].event == UFFD_EVENT_REMOVE)
+				mr_remove(hw, &th->msgs[i]);
+		pthread_rwlock_unlock(&hw->excl);
+		if (got < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				bench_die("read (userfaultfd)", errno);
+			th->c.empty++;
+			continue;
+		}
+		th->c.batches++;
+		th->c.messages += n;
+		for (i = 0; i < n; i++) {
+			if (th->msgs[i].event == UFFD_EVENT_REMOVE)
+				continue;
+			if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				bench_die("unexpected userfaultfd event",
+					  EPROTO);
+			th->c.faults++;
+			addr = (uintptr_t)th->msgs[i].arg.pagefault.address &
+			       mask;
+			hw_store_read(hw, addr, th->buf);
+			mr_copy(hw, th, addr);
+		}
+	}
 }
 
 /* ---- umap_like ----------------------------------------------------------- */
@@ -814,18 +944,22 @@ static void *ul_worker_main(void *arg)
 	}
 }
 
-/* ---- set-up and teardown of minimal and umap_like ------------------------ */
+/* ---- set-up and teardown of the hand-written handlers -------------------- */
 
-static int hw_setup(struct run *r, bool umap_like)
+static int hw_setup(struct run *r, enum hw_kind kind)
 {
 	struct world *w = r->w;
+	bool umap_like = kind == HW_UMAP_LIKE;
 	unsigned int t, n = r->handlers + umap_like;
+	pthread_rwlockattr_t attr;
 	struct hw *hw;
 	int err;
 
 	hw = bench_alloc(sizeof(*hw));
 	memset(hw, 0, sizeof(*hw));
-	hw->fd = uffd_create();
+	hw->kind = kind;
+	hw->fd = uffd_create(kind == HW_MINIMAL_REMOVE ?
+				     UFFD_FEATURE_EVENT_REMOVE : 0);
 	if (hw->fd < 0) {
 		err = hw->fd;
 		free(hw);
@@ -841,6 +975,15 @@ static int hw_setup(struct run *r, bool umap_like)
 	hw->nr_threads = n;
 	uffd_register(hw->fd, r->area, r->len);
 
+	if (kind == HW_MINIMAL_REMOVE) {
+		pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+		pthread_rwlockattr_setkind_np(
+			&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+		pthread_rwlock_init(&hw->excl, &attr);
+		pthread_rwlockattr_destroy(&attr);
+	}
 	if (umap_like) {
 		pthread_mutex_init(&hw->region_lock, NULL);
 		pthread_mutex_init(&hw->queue_lock, NULL);
@@ -872,6 +1015,8 @@ static int hw_setup(struct run *r, bool umap_like)
 	for (t = 0; t < n; t++) {
 		void *(*fn)(void *) = minimal_main;
 
+		if (kind == HW_MINIMAL_REMOVE)
+			fn = minimal_remove_main;
 		if (umap_like)
 			fn = t == 0 ? ul_reader_main : ul_worker_main;
 		err = pthread_create(&hw->th[t].tid, NULL, fn, &hw->th[t]);
@@ -916,6 +1061,8 @@ static void hw_teardown(struct run *r)
 	}
 	uffd_unregister(hw->fd, r->area, r->len);
 	close(hw->fd);
+	if (hw->kind == HW_MINIMAL_REMOVE)
+		pthread_rwlock_destroy(&hw->excl);
 	close(hw->stopfd);
 	if (hw->queue) {
 		pthread_mutex_destroy(&hw->region_lock);
@@ -933,12 +1080,17 @@ static void hw_teardown(struct run *r)
 
 static int minimal_setup(struct run *r)
 {
-	return hw_setup(r, false);
+	return hw_setup(r, HW_MINIMAL);
+}
+
+static int minimal_remove_setup(struct run *r)
+{
+	return hw_setup(r, HW_MINIMAL_REMOVE);
 }
 
 static int umap_like_setup(struct run *r)
 {
-	return hw_setup(r, true);
+	return hw_setup(r, HW_UMAP_LIKE);
 }
 
 /* ---- vmr ----------------------------------------------------------------- */
@@ -1024,6 +1176,7 @@ static const struct impl impls[] = {
 	{ "vmr_no_events", vmr_setup, vmr_teardown, VMR_UFFD_NO_EVENTS },
 	{ "vmr_no_remove", vmr_setup, vmr_teardown, VMR_UFFD_NO_REMOVE },
 	{ "minimal", minimal_setup, hw_teardown, 0 },
+	{ "minimal_remove", minimal_remove_setup, hw_teardown, 0 },
 	{ "umap_like", umap_like_setup, hw_teardown, 0 },
 };
 
@@ -1467,7 +1620,7 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul))
 		bench_die("prctl(PR_SET_TIMERSLACK)", errno);
 
-	fd = uffd_create();
+	fd = uffd_create(0);
 	if (fd < 0) {
 		if (refused(-fd))
 			exit_refused("userfaultfd", -fd);
