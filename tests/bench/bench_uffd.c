@@ -589,17 +589,36 @@ static void uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 }
 
 /*
+ * A REMOVE: unregister the range, so that the discarded memory reads zero
+ * and copies for it fail (ENOENT); the kernel wakes its faulters.
+ */
+static void uffd_remove(int fd, const struct uffd_msg *msg)
+{
+	struct uffdio_range range = {
+		.start = msg->arg.remove.start,
+		.len = msg->arg.remove.end - msg->arg.remove.start,
+	};
+
+	if (ioctl(fd, UFFDIO_UNREGISTER, &range) && errno != ENOENT)
+		bench_die("UFFDIO_UNREGISTER (REMOVE)", errno);
+}
+
+/*
  * Wait for messages or the stop eventfd, read a batch; the number of
- * messages, 0 if another reader took them, -1 to stop.
+ * messages, 0 if another reader took them, -1 to stop.  With @excl
+ * (minimal_remove), the read() holds it for writing and so do the
+ * REMOVEs it read, applied before it lets go.
  */
 static int uffd_read_batch(int fd, int stopfd, struct uffd_msg *msgs,
-			   unsigned int batch, struct hw_counts *c)
+			   unsigned int batch, pthread_rwlock_t *excl,
+			   struct hw_counts *c)
 {
 	struct pollfd pfd[2] = {
 		{ .fd = fd, .events = POLLIN },
 		{ .fd = stopfd, .events = POLLIN },
 	};
-	ssize_t n;
+	ssize_t n, i;
+	int err;
 
 	if (poll(pfd, 2, -1) < 0) {
 		if (errno == EINTR)
@@ -610,13 +629,22 @@ static int uffd_read_batch(int fd, int stopfd, struct uffd_msg *msgs,
 		return -1;
 	if (pfd[0].revents & (POLLERR | POLLNVAL))
 		bench_die("poll: userfaultfd error", EIO);
+	if (excl)
+		pthread_rwlock_wrlock(excl);
 	n = read(fd, msgs, batch * sizeof(*msgs));
+	err = errno;
+	if (excl) {
+		for (i = 0; i < n / (ssize_t)sizeof(*msgs); i++)
+			if (msgs[i].event == UFFD_EVENT_REMOVE)
+				uffd_remove(fd, &msgs[i]);
+		pthread_rwlock_unlock(excl);
+	}
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR) {
+		if (err == EAGAIN || err == EINTR) {
 			c->empty++;
 			return 0;
 		}
-		bench_die("read (userfaultfd)", errno);
+		bench_die("read (userfaultfd)", err);
 	}
 	if (n % (ssize_t)sizeof(*msgs))
 		bench_die("read (userfaultfd): a partial message", EIO);
@@ -681,53 +709,14 @@ static void hw_store_read(struct hw *hw, uintptr_t addr, void *buf)
 		bench_die("store read", EIO);
 }
 
-/* ---- minimal ------------------------------------------------------------- */
-
-static void *minimal_main(void *arg)
-{
-	struct hw_thread *th = arg;
-	struct hw *hw = th->hw;
-	uintptr_t mask = ~(uintptr_t)(hw->page - 1), addr;
-	int n, i;
-
-	while ((n = uffd_read_batch(hw->fd, hw->stopfd, th->msgs, hw->batch,
-				    &th->c)) >= 0) {
-		for (i = 0; i < n; i++) {
-			if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT)
-				bench_die("unexpected userfaultfd event",
-					  EPROTO);
-			th->c.faults++;
-			addr = (uintptr_t)th->msgs[i].arg.pagefault.address &
-			       mask;
-			hw_store_read(hw, addr, th->buf);
-			uffd_copy(hw->fd, addr, th->buf, hw->page, &th->c);
-		}
-	}
-	return NULL;
-}
-
-/* ---- minimal_remove ------------------------------------------------------ */
+/* ---- minimal and minimal_remove ------------------------------------------ */
 
 /*
- * A REMOVE: unregister the range, so that the discarded memory reads zero
- * and copies for it fail (ENOENT); the kernel wakes its faulters.
- */
-static void mr_remove(struct hw *hw, const struct uffd_msg *msg)
-{
-	struct uffdio_range range = {
-		.start = msg->arg.remove.start,
-		.len = msg->arg.remove.end - msg->arg.remove.start,
-	};
-
-	if (ioctl(hw->fd, UFFDIO_UNREGISTER, &range) && errno != ENOENT)
-		bench_die("UFFDIO_UNREGISTER (REMOVE)", errno);
-}
-
-/*
- * One copy under the shared side of the lock.  EAGAIN (an event is
- * unread; the copy field may hold -EAGAIN): wake the thread, which faults
- * again, rather than spin on the lock that the event's reader needs.
- * ENOENT (a REMOVE unregistered the range): wake, in case nothing did.
+ * minimal_remove's copy, under the shared side of its lock.  EAGAIN (an
+ * event is unread; the copy field may hold -EAGAIN): wake the thread,
+ * which faults again, rather than spin on the lock that the event's
+ * reader needs.  ENOENT (a REMOVE unregistered the range): wake, in case
+ * nothing did.
  */
 static void mr_copy(struct hw *hw, struct hw_thread *th, uintptr_t dst)
 {
@@ -758,52 +747,31 @@ static void mr_copy(struct hw *hw, struct hw_thread *th, uintptr_t dst)
 }
 
 /*
- * minimal, made safe for REMOVE events the plain way: a read() of messages
- * holds a rwlock for writing and applies the batch's REMOVEs before it lets
- * go, and each copy holds it for reading, so no copy is in flight when a
- * REMOVE is read (after which madvise() zaps the range: a copy landing
- * then would leave store data in discarded memory), and every fault read
- * after a REMOVE finds its range unregistered.  Writers are preferred, or
- * a stream of copies could keep the reads out.
+ * minimal: read a batch, read each fault's page from the store and copy it
+ * in.  minimal_remove: the same, made safe for REMOVE events the plain
+ * way: a read() of messages holds a rwlock for writing and applies the
+ * batch's REMOVEs before it lets go, and each copy holds it for reading,
+ * so no copy is in flight when a REMOVE is read (after which madvise()
+ * zaps the range: a copy landing then would leave store data in discarded
+ * memory), and every fault read after a REMOVE finds its range
+ * unregistered.  Writers are preferred, or a stream of copies could keep
+ * the reads out.
  */
-static void *minimal_remove_main(void *arg)
+static void *minimal_main(void *arg)
 {
 	struct hw_thread *th = arg;
 	struct hw *hw = th->hw;
+	bool removes = hw->kind == HW_MINIMAL_REMOVE;
 	uintptr_t mask = ~(uintptr_t)(hw->page - 1), addr;
-	struct pollfd pfd[2] = {
-		{ .fd = hw->fd, .events = POLLIN },
-		{ .fd = hw->stopfd, .events = POLLIN },
-	};
-	ssize_t got;
-	size_t n, i;
+	int n, i;
 
-	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			bench_die("poll", errno);
-		}
-		if (pfd[1].revents)
-			return NULL;
-		pthread_rwlock_wrlock(&hw->excl);
-		got = read(hw->fd, th->msgs, hw->batch * sizeof(*th->msgs));
-		n = got > 0 ? (size_t)got / sizeof(*th->msgs) : 0;
-		for (i = 0; i < n; i++)
-			if (th->msgs[i].event == UFFD_EVENT_REMOVE)
-				mr_remove(hw, &th->msgs[i]);
-		pthread_rwlock_unlock(&hw->excl);
-		if (got < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				bench_die("read (userfaultfd)", errno);
-			th->c.empty++;
-			continue;
-		}
-		th->c.batches++;
-		th->c.messages += n;
+	while ((n = uffd_read_batch(hw->fd, hw->stopfd, th->msgs, hw->batch,
+				    removes ? &hw->excl : NULL,
+				    &th->c)) >= 0) {
 		for (i = 0; i < n; i++) {
-			if (th->msgs[i].event == UFFD_EVENT_REMOVE)
-				continue;
+			if (removes &&
+			    th->msgs[i].event == UFFD_EVENT_REMOVE)
+				continue; /* applied by the read */
 			if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				bench_die("unexpected userfaultfd event",
 					  EPROTO);
@@ -811,9 +779,14 @@ static void *minimal_remove_main(void *arg)
 			addr = (uintptr_t)th->msgs[i].arg.pagefault.address &
 			       mask;
 			hw_store_read(hw, addr, th->buf);
-			mr_copy(hw, th, addr);
+			if (removes)
+				mr_copy(hw, th, addr);
+			else
+				uffd_copy(hw->fd, addr, th->buf, hw->page,
+					  &th->c);
 		}
 	}
+	return NULL;
 }
 
 /* ---- umap_like ----------------------------------------------------------- */
@@ -890,7 +863,7 @@ static void *ul_reader_main(void *arg)
 	int n, i, k;
 
 	while ((n = uffd_read_batch(hw->fd, hw->stopfd, th->msgs, hw->batch,
-				    &th->c)) >= 0) {
+				    NULL, &th->c)) >= 0) {
 		for (i = k = 0; i < n; i++) {
 			if (th->msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				bench_die("unexpected userfaultfd event",
@@ -1015,8 +988,6 @@ static int hw_setup(struct run *r, enum hw_kind kind)
 	for (t = 0; t < n; t++) {
 		void *(*fn)(void *) = minimal_main;
 
-		if (kind == HW_MINIMAL_REMOVE)
-			fn = minimal_remove_main;
 		if (umap_like)
 			fn = t == 0 ? ul_reader_main : ul_worker_main;
 		err = pthread_create(&hw->th[t].tid, NULL, fn, &hw->th[t]);
