@@ -559,13 +559,19 @@ static void uffd_wake(int fd, uintptr_t addr, size_t len, struct hw_counts *c)
 /*
  * Install one page: UFFDIO_COPY, which wakes the faulting threads.  EEXIST:
  * another copy got there first; wake, in case a thread still sleeps.
- * EAGAIN (the layout is changing; copy is 0 or -EAGAIN): again (no events
- * are asked for, so nothing is left to read first).
+ * EAGAIN (the layout is changing; the copy field is 0 or -EAGAIN): without
+ * @excl again (no events are asked for, so nothing is left to read
+ * first).  With @excl (minimal_remove) the copy holds it for reading, and
+ * EAGAIN means an event is unread, which only a read under @excl for
+ * writing takes: wake the thread, which faults again, rather than retry
+ * (with one handler thread nobody else would read); ENOENT (a REMOVE
+ * unregistered the range) wakes too, in case nothing did.
  */
 static void uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
-		      struct hw_counts *c)
+		      pthread_rwlock_t *excl, struct hw_counts *c)
 {
 	struct uffdio_copy cp;
+	int ret, err;
 
 	for (;;) {
 		cp.dst = dst;
@@ -573,19 +579,28 @@ static void uffd_copy(int fd, uintptr_t dst, const void *src, size_t len,
 		cp.len = len;
 		cp.mode = 0;
 		cp.copy = 0;
-		if (!ioctl(fd, UFFDIO_COPY, &cp)) {
+		if (excl)
+			pthread_rwlock_rdlock(excl);
+		ret = ioctl(fd, UFFDIO_COPY, &cp);
+		err = errno;
+		if (excl)
+			pthread_rwlock_unlock(excl);
+		if (!ret) {
 			c->copies++;
 			return;
 		}
-		if (errno == EEXIST) {
+		if (err == EEXIST) {
 			c->eexist++;
-			uffd_wake(fd, dst, len, c);
-			return;
+			break;
 		}
-		if (errno != EAGAIN)
-			bench_die("UFFDIO_COPY", errno);
-		c->eagain++;
+		if (err == EAGAIN)
+			c->eagain++;
+		else if (err != ENOENT || !excl)
+			bench_die("UFFDIO_COPY", err);
+		if (excl)
+			break;
 	}
+	uffd_wake(fd, dst, len, c);
 }
 
 /*
@@ -712,41 +727,6 @@ static void hw_store_read(struct hw *hw, uintptr_t addr, void *buf)
 /* ---- minimal and minimal_remove ------------------------------------------ */
 
 /*
- * minimal_remove's copy, under the shared side of its lock.  EAGAIN (an
- * event is unread; the copy field may hold -EAGAIN): wake the thread,
- * which faults again, rather than spin on the lock that the event's
- * reader needs.  ENOENT (a REMOVE unregistered the range): wake, in case
- * nothing did.
- */
-static void mr_copy(struct hw *hw, struct hw_thread *th, uintptr_t dst)
-{
-	struct uffdio_copy cp = {
-		.dst = dst,
-		.src = (uintptr_t)th->buf,
-		.len = hw->page,
-	};
-	int ret, err;
-
-	pthread_rwlock_rdlock(&hw->excl);
-	ret = ioctl(hw->fd, UFFDIO_COPY, &cp);
-	err = ret ? errno : cp.copy < 0 ? (int)-cp.copy : 0;
-	pthread_rwlock_unlock(&hw->excl);
-	if (!err && cp.copy != (int64_t)hw->page)
-		err = EAGAIN; /* a partial copy */
-	if (!err) {
-		th->c.copies++;
-		return;
-	}
-	if (err == EEXIST)
-		th->c.eexist++;
-	else if (err == EAGAIN)
-		th->c.eagain++;
-	else if (err != ENOENT)
-		bench_die("UFFDIO_COPY", err);
-	uffd_wake(hw->fd, dst, hw->page, &th->c);
-}
-
-/*
  * minimal: read a batch, read each fault's page from the store and copy it
  * in.  minimal_remove: the same, made safe for REMOVE events the plain
  * way: a read() of messages holds a rwlock for writing and applies the
@@ -779,11 +759,8 @@ static void *minimal_main(void *arg)
 			addr = (uintptr_t)th->msgs[i].arg.pagefault.address &
 			       mask;
 			hw_store_read(hw, addr, th->buf);
-			if (removes)
-				mr_copy(hw, th, addr);
-			else
-				uffd_copy(hw->fd, addr, th->buf, hw->page,
-					  &th->c);
+			uffd_copy(hw->fd, addr, th->buf, hw->page,
+				  removes ? &hw->excl : NULL, &th->c);
 		}
 	}
 	return NULL;
@@ -910,7 +887,7 @@ static void *ul_worker_main(void *arg)
 		pthread_mutex_unlock(&hw->queue_lock);
 
 		hw_store_read(hw, addr, th->buf);
-		uffd_copy(hw->fd, addr, th->buf, hw->page, &th->c);
+		uffd_copy(hw->fd, addr, th->buf, hw->page, NULL, &th->c);
 		pthread_mutex_lock(&hw->buffer_lock);
 		hw->pstate[(addr - hw->base) / hw->page] = PAGE_PRESENT;
 		pthread_mutex_unlock(&hw->buffer_lock);
