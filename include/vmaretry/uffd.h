@@ -68,7 +68,11 @@ struct vmr_uffd_store_ops {
 /**
  * struct vmr_uffd_config - how a runtime is built
  * @threads: handler threads; 0 for one per online CPU
- * @batch: messages read at once by a handler thread; 0 for 64
+ * @batch: the most messages a handler thread reads at once; 0 for 64.
+ *         With several threads and a mapping whose store may block (one
+ *         without VMR_UFFD_FAST_STORE, from its vmr_uffd_map() on), a
+ *         thread reads one at a time, so that the faults behind its
+ *         store read go to the idle threads instead of waiting for it
  * @fd: -1 to open a userfaultfd (the syscall with UFFD_USER_MODE_ONLY,
  *      falling back to /dev/userfaultfd); else a userfaultfd handed in, for
  *      instance by the process whose memory is paged (the Firecracker and
