@@ -29,7 +29,13 @@
  * is deferred, as for EAGAIN).  Only REMOVE needs the exclusion: an unmap,
  * a move or a fork changes the mapping under the mmap write lock, installs
  * are refused from before the change until its event is read, and one
- * after that finds the old range gone (ENOENT).  A descriptor without
+ * after that finds the old range gone (ENOENT).  Since Linux 6.8 a REMOVE
+ * also waits, before it raises the count that refuses installs, for the
+ * installs already in the kernel (map_changing_lock: written there, read
+ * across each install).  That covers an install the kernel has begun, not
+ * one between the handler's check and the kernel's: a read that completes
+ * the REMOVE in that gap lets the zap run before it, so the exclusion is
+ * kept on every kernel.  A descriptor without
  * REMOVE events (VMR_UFFD_NO_REMOVE) orders its reads, as above, but its
  * installs run beside them; a discarded page then faults in from the
  * store again, and a copy racing its discard leaves the same contents (see
@@ -77,7 +83,11 @@
  * handlers but 0.72 against 0.74 at four, 8192 read 0.83 and 0.69 (twelve
  * alternating runs each); going back to epoll_wait() after a short batch
  * instead of an excluded empty read, 0.79 and 0.76 against 0.75 and 0.74:
- * noise.  The runtime with REMOVE events is measured against a
+ * noise.  Nor does a reader that finds an install still running after
+ * its spin, and lets go of the read mutex and its flag to wait for it
+ * holding nothing: 69.9k against 71.9k pages/s at two handlers, 61.5k
+ * against 61.7k at four (eight alternating runs).  The runtime with
+ * REMOVE events is measured against a
  * hand-written handler that keeps the same exclusion with a rwlock
  * (bench_uffd's minimal_remove).
  *
@@ -1227,7 +1237,17 @@ static size_t handle_batch(struct handler *h)
  * Each handler waits in an epoll set of its own, holding the userfaultfd
  * with EPOLLEXCLUSIVE: a message wakes one idle handler, not all of them
  * (with plain poll() every handler woke for every message: four context
- * switches a page at eight handlers in bench_uffd).
+ * switches a page at eight handlers in bench_uffd).  Waking more than
+ * one is a trade on two vCPUs, not a gain: with no handler's set
+ * exclusive, vmr_no_events went from 0.78 and 0.90 of the minimal
+ * handler to 1.04 and 0.97 at four handlers, but from 1.22 and 1.16 to
+ * 0.77 and 0.92 at eight; with the first two sets not exclusive (a message
+ * wakes those two and one more), 1.01 and 1.00 at four against 0.90, but
+ * 0.92 and 0.89 at two against 1.02 and 1.03 (bench_uffd --store=zero
+ * --reps=1 --pages=32768 --max-handlers=8, three sets of eight
+ * alternating runs, medians, 2026-12-07).  With REMOVE events waking all
+ * took four handlers from 0.72 to 0.83, still under the minimal handler's
+ * 0.9, and no other count above the noise.
  */
 static int handler_epoll(struct vmr_uffd *u)
 {
