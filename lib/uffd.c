@@ -3,9 +3,10 @@
  * libvmaretry - the userfaultfd runtime.
  *
  * Threads.  N handler threads poll one userfaultfd (O_NONBLOCK) and read
- * its messages in batches.  A mutex around read() gives every batch a
- * sequence number in the order the kernel handed the batches out, which is
- * the order of the messages in its queue.
+ * its messages in batches (by default, one message at a time when there
+ * are several: see DEFAULT_BATCH).  A mutex around read() gives every
+ * batch a sequence number in the order the kernel handed the batches out,
+ * which is the order of the messages in its queue.
  *
  * Ordering of events and faults.  A non-cooperative event (REMOVE, UNMAP,
  * REMAP, FORK) must change the space before any fault read after it is
@@ -208,6 +209,30 @@ struct uffdio_poison {
 #define RUNTIME_EVENTS                                                         \
 	(UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |               \
 	 UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_FORK)
+
+/*
+ * Messages a read() takes when the config names no number: DEFAULT_BATCH
+ * with one handler thread (a read() for many faults), one with several.
+ * A thread resolves the faults it read one after the other, and each
+ * message wakes one idle thread (EPOLLEXCLUSIVE): a thread that took more
+ * would hold back faults that the threads woken for them would have
+ * served, and those would find nothing to read.  It costs a read() a
+ * fault.  bench_uffd --reps=1 --max-handlers=8 (2026-12-07, 2 vCPUs),
+ * alternating runs of each build, medians of ours / minimal at 2 and 4
+ * handlers:
+ *   zero store (--pages=32768, 24 runs): without events 0.94 -> 1.00 and
+ *   0.87 -> 0.94; without REMOVE 0.94 -> 0.92 and 0.83 -> 0.92; with
+ *   REMOVE events 0.79 -> 0.83 and 0.69 -> 0.79; at 8 handlers no change
+ *   above the noise (about 0.09: at one handler, the same code in both
+ *   builds read 0.99 and 1.06);
+ *   sleeping store (eight runs, of a build that read one at a time only
+ *   for stores that may block, as this one does): without events 0.92 ->
+ *   0.96 and 0.98 -> 1.07, and 1.15 -> 1.26 at 8 (25.4k -> 30.9k pages/s
+ *   at 4).
+ * The minimal handler gains too when it reads one at a time (+11 % and
+ * +7 % at 2 and 4 handlers, zero store); with both reading one at a time
+ * the ratios without events are alike: 1.01 and 1.01.
+ */
 #define DEFAULT_BATCH 64
 #define MAX_BATCH 4096
 #define MAX_THREADS 1024
@@ -277,10 +302,6 @@ struct vmr_uffd {
 	_Atomic uint32_t events_applied;
 	_Atomic bool dead;
 	_Atomic bool stopping;
-	/* A mapping's store may block: read one message at a time (see
-	 * read_size()).  Set once, never cleared: a mapping may outlive
-	 * the runtime, so it cannot be counted down when freed. */
-	_Atomic bool slow_store;
 	bool started; /* its handler threads run */
 	/* Runtimes of forked children, and what they need. */
 	pthread_mutex_t children_lock;
@@ -1155,30 +1176,6 @@ static bool resolved_before(const struct handler *h, size_t i)
 	return false;
 }
 
-/*
- * How many messages a read() takes.  A thread resolves the faults of its
- * batch one after the other; where a store read may block, the faults
- * behind it would wait for it while other handler threads sit idle (the
- * kernel hands every message pending to the first reader).  So with
- * several threads and a store that may block, a thread takes one message
- * at a time, and the others, woken as the messages come, take the rest:
- * a read() more per fault, against a store read that blocks.
- * bench_uffd --store=sleep --reps=1 --max-handlers=8 (20 us sleeps), eight
- * alternating runs of each build on 2 vCPUs (2026-12-07), medians: without
- * events 25.4k -> 30.9k pages/s at four threads (0.98 -> 1.07 of the
- * minimal handler, which reads batches) and 24.1k -> 27.7k at eight;
- * without REMOVE 24.1k -> 29.0k and 24.3k -> 27.4k; at two threads, and
- * with REMOVE events (whose reads are excluded from installs), no change
- * above the noise.
- */
-static size_t read_size(const struct vmr_uffd *u)
-{
-	if (u->nr_threads > 1 &&
-	    atomic_load_explicit(&u->slow_store, memory_order_relaxed))
-		return 1;
-	return u->batch;
-}
-
 /* Read and handle one batch; how many messages (0: none there). */
 static size_t handle_batch(struct handler *h)
 {
@@ -1189,7 +1186,7 @@ static size_t handle_batch(struct handler *h)
 	size_t n;
 
 	read_begin(h);
-	got = read(u->fd, h->msgs, read_size(u) * sizeof(*h->msgs));
+	got = read(u->fd, h->msgs, u->batch * sizeof(*h->msgs));
 	if (got <= 0) {
 		read_end(u);
 		return 0;
@@ -1527,7 +1524,8 @@ static int runtime_new(struct vmr_space *space,
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	u->nr_threads = cfg->threads ? cfg->threads :
 				       (unsigned int)(cpus > 0 ? cpus : 1);
-	u->batch = cfg->batch ? cfg->batch : DEFAULT_BATCH;
+	u->batch = cfg->batch ? cfg->batch :
+		   u->nr_threads > 1 ? 1 : DEFAULT_BATCH;
 	atomic_init(&u->events_applied, 0);
 	atomic_init(&u->dead, false);
 	atomic_init(&u->stopping, false);
@@ -1690,9 +1688,6 @@ static struct mapping *mapping_new(struct vmr_uffd *u, uintptr_t base,
 	m->ops = *ops;
 	m->store = store;
 	atomic_init(&m->refs, 1);
-	if ((mode & VMR_UFFD_MISSING) && !(mode & VMR_UFFD_FAST_STORE))
-		atomic_store_explicit(&u->slow_store, true,
-				      memory_order_relaxed);
 	return m;
 }
 

@@ -5,7 +5,8 @@
  *
  * A runtime owns (or is handed) a userfaultfd, registers ranges of a
  * process's memory with it, and runs a pool of handler threads that read
- * its messages in batches.  Each page fault becomes a vmr_handle_fault()
+ * its messages (in batches where there is one thread: see @batch in
+ * struct vmr_uffd_config).  Each page fault becomes a vmr_handle_fault()
  * call on a space that mirrors the registered ranges, so a fault holds the
  * VMA-range lock of its pages while it reads the backing store and
  * installs the page, and the space's retry policy decides whether that
@@ -68,11 +69,10 @@ struct vmr_uffd_store_ops {
 /**
  * struct vmr_uffd_config - how a runtime is built
  * @threads: handler threads; 0 for one per online CPU
- * @batch: the most messages a handler thread reads at once; 0 for 64.
- *         With several threads and a mapping whose store may block (one
- *         without VMR_UFFD_FAST_STORE, from its vmr_uffd_map() on), a
- *         thread reads one at a time, so that the faults behind its
- *         store read go to the idle threads instead of waiting for it
+ * @batch: the most messages a handler thread reads at once; 0 for 64
+ *         with one thread and 1 with several (a thread resolves what it
+ *         read one fault after another: with several, the faults it
+ *         would hold back go to the threads woken for them instead)
  * @fd: -1 to open a userfaultfd (the syscall with UFFD_USER_MODE_ONLY,
  *      falling back to /dev/userfaultfd); else a userfaultfd handed in, for
  *      instance by the process whose memory is paged (the Firecracker and

@@ -980,8 +980,8 @@ static void every_page_reads_its_store(unsigned int threads)
 	ck_assert_uint_eq(u.messages, u.faults);
 	ck_assert_uint_ge(u.batches, 1);
 	ck_assert_uint_le(u.batches, u.messages);
-	/* The areas' store may block (no VMR_UFFD_FAST_STORE): with several
-	 * threads, each read takes one message. */
+	/* The config names no batch: with several threads, each read takes
+	 * one message. */
 	if (threads > 1)
 		ck_assert_uint_eq(u.batches, u.messages);
 	ck_assert_uint_ge(u.wakes, u.coalesced);
