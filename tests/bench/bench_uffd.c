@@ -168,8 +168,9 @@
  * about 35 s on the development VMs; 65536, 256 MiB, takes about 2.5
  * minutes there, most of it in the sleep store), --app-threads=N
  * (4), --max-handlers=N (8), --reps=N (3), --sleep-us=N (20), --batch=N
- * (0: each implementation's own, see above), --timeout=S (30), --seed=N, --pin, --impl=NAME (run only that
- * implementation: no ratios), --store=NAME (run only that store).  If
+ * (0: each implementation's own, see above), --timeout=S (30), --seed=N,
+ * --pin, --impl=NAME (run only that implementation: no ratios),
+ * --store=NAME (run only that store).  If
  * userfaultfd is refused (ENOSYS, EPERM) the program says so and exits 0
  * without figures.
  */

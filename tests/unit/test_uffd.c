@@ -1044,6 +1044,96 @@ START_TEST(test_every_page_reads_its_store_contents)
 }
 END_TEST
 
+/* ---- how many messages a read takes ------------------------------------ */
+
+#define B_HELD 2   /* handler threads, each held in a store read */
+#define B_QUEUED 6 /* faults queued behind them */
+
+static atomic_uint b_entered;
+static atomic_bool b_release;
+
+/* store.on_read: the first B_HELD reads wait for b_release. */
+static void hold_first_reads(uint64_t off)
+{
+	bool released;
+
+	(void)off;
+	if (atomic_fetch_add(&b_entered, 1) >= B_HELD)
+		return;
+	VMR_WAIT_FOR(released, atomic_load(&b_release), DEADLINE_S);
+	(void)released;
+}
+
+/* Page faults queued on the runtime's descriptor and not read yet. */
+static long unread_faults(void)
+{
+	char path[64], line[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d",
+		 vmr_uffd_fd(uffd));
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (n < 0 && fgets(line, sizeof(line), f))
+		if (sscanf(line, "pending: %ld", &n) != 1)
+			n = -1;
+	fclose(f);
+	return n;
+}
+
+/*
+ * _i: 0, the default batch; 1, a batch of 64 named in the config.  Two
+ * handler threads are held in their store reads while B_QUEUED more
+ * faults queue up; once let go, the default reads them one at a time, a
+ * named batch in one read.
+ */
+START_TEST(test_several_threads_read_one_message_unless_a_batch_is_named)
+{
+	const unsigned int batch = _i ? 64 : 0;
+	struct toucher t[B_HELD + B_QUEUED];
+	struct target v[B_HELD + B_QUEUED];
+	struct plan p[B_HELD + B_QUEUED];
+	struct vmr_uffd_stats u;
+	struct area *a;
+	struct seen s;
+	bool ok;
+
+	atomic_store(&b_entered, 0);
+	atomic_store(&b_release, false);
+	/* Before the handler threads start: they read it unsynchronised. */
+	store.on_read = hold_first_reads;
+	RUNTIME_OR_SKIP(.policy = VMR_RETRY_VMA, .threads = B_HELD,
+			.batch = batch);
+	a = new_area(B_HELD + B_QUEUED, 0);
+	map_area(a);
+	for (size_t i = 0; i < B_HELD + B_QUEUED; i++) {
+		add_targets(v, i, a, i, 1);
+		p[i] = (struct plan){ .targets = &v[i], .nr = 1 };
+		start_touchers(&t[i], 1, &p[i]);
+		if (i >= B_HELD)
+			continue;
+		/* One fault at a time, so that each thread takes one. */
+		VMR_WAIT_FOR(ok, atomic_load(&b_entered) > i, DEADLINE_S);
+		ck_assert_msg(ok, "no handler thread read fault %zu", i);
+	}
+	VMR_WAIT_FOR(ok, unread_faults() == B_QUEUED, DEADLINE_S);
+	ck_assert_msg(ok, "%ld faults queued, not %d", unread_faults(),
+		      B_QUEUED);
+	atomic_store(&b_release, true);
+	s = join_touchers(t, B_HELD + B_QUEUED, DEADLINE_S);
+	assert_seen_right(&s);
+	u = settled_ustats();
+	ck_assert_uint_eq(u.messages, B_HELD + B_QUEUED);
+	if (batch)
+		/* The queued faults came in one read. */
+		ck_assert_uint_eq(u.batches, B_HELD + 1);
+	else
+		ck_assert_uint_eq(u.batches, u.messages);
+}
+END_TEST
+
 /* ---- duplicates ---------------------------------------------------------- */
 
 #define D_PAGES 256
@@ -1957,6 +2047,10 @@ static Suite *uffd_suite(void)
 	tc = add_tcase(s, "contents", 120, setup, teardown);
 	tcase_add_loop_test(tc, test_every_page_reads_its_store_contents, 0,
 			    3 * nr_handlers);
+
+	tcase_add_loop_test(
+		tc, test_several_threads_read_one_message_unless_a_batch_is_named,
+		0, 2);
 
 	tc = add_tcase(s, "duplicate faults", 60, setup, teardown);
 	tcase_add_loop_test(tc, test_concurrent_faults_on_a_page_install_it_once,

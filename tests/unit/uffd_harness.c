@@ -347,6 +347,7 @@ void make_space(enum vmr_retry_policy policy,
 bool open_runtime(const struct rt_opts *o, const char *test)
 {
 	struct vmr_uffd_config cfg = { .threads = o->threads,
+				       .batch = o->batch,
 				       .fd = -1,
 				       .flags = o->flags };
 	int err;

@@ -182,6 +182,7 @@ struct rt_opts {
 	enum vmr_retry_policy policy;
 	enum vmr_lock_granularity granularity;
 	unsigned int threads;
+	unsigned int batch;
 	unsigned int flags;
 };
 
