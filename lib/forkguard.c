@@ -7,7 +7,7 @@
  * until the system call returns.  With UFFD_FEATURE_EVENT_FORK that system
  * call waits until a handler thread of the runtime reads the FORK message.
  * A handler that calls malloc() or free() in between waits for the forking
- * thread, and so, through the order of events (uffd.c), does every other
+ * thread, and so, through the order of events (uffd_event.c), does every other
  * handler: nobody reads the message.  It is not only the handlers: a
  * thread that holds a space's write lock (an update) and waits in malloc()
  * stops a handler that applies an event, the same way.
@@ -31,7 +31,7 @@
  * block to free on a list that the next thread let in frees (at the latest
  * the forking thread itself, in the parent handler).  Work that must call
  * into glibc (pthread_create()) runs only inside the guard; a caller
- * refused tries again later (uffd.c starts a forked child's threads so).
+ * refused tries again later (uffd_fork.c starts a forked child's threads so).
  * Inside, the guard nests: prepare is waiting for the outer section, so an
  * inner one needs no check.
  *

@@ -24,7 +24,7 @@
  * Implementations, each with the same store callback and --batch messages
  * per read() when it is given; by default the hand-written ones read 64,
  * and vmr leaves it to the runtime (64 with one handler thread, one with
- * several: lib/uffd.c, DEFAULT_BATCH, says why and what the minimal
+ * several: lib/uffd_handler.c, DEFAULT_BATCH, says why and what the minimal
  * handler gains with --batch=1):
  *
  *   vmr        the library: vmr_space_create() + vmr_uffd_create() with
@@ -57,7 +57,7 @@
  *              (writers preferred) keeps reads and copies apart: a read()
  *              of messages holds it for writing and unregisters the range
  *              of each REMOVE it read before letting go, each copy holds
- *              it for reading (why: lib/uffd.c, "Installs and reads");
+ *              it for reading (why: lib/uffd_excl.c);
  *              EAGAIN and ENOENT wake the faulting thread;
  *   umap_like  LLNL UMap v2's shape (reference/uffd.md 1.3-1.4): ONE
  *              reader thread polls and reads batches, aligns, sorts and
@@ -126,7 +126,7 @@
  * The overhead figure is noisier than the overhead.  Sixteen alternating
  * pairs of runs (--pin --max-handlers=1 --pages=32768 --store=zero,
  * --reps=9 then --reps=5; 2-vCPU VM, 2026-12-07) of the build before and
- * after prefetching a whole batch's page words (lib/uffd.c, hint_set())
+ * after prefetching a whole batch's page words (lib/uffd_fault.c, hint_set())
  * read overhead_pct_vs_minimal_1handler medians of 2.58 % (range -5.8 to
  * 6.3) before and 2.73 % (-3.1 to 5.1) after for vmr, 1.58 % and 2.02 %
  * for vmr_no_events, while perf counted the prefetch saving about 0.6 % of
