@@ -20,8 +20,9 @@
  *    store (uffd_mapping.c).
  * The invariant they keep together: every fault message is answered, by
  * an install, a wake-up, a poison, or the kernel's own wake-up when its
- * range is unregistered; no faulting thread is left asleep, and no page
- * is installed with data older than a discard the runtime heard of.
+ * range is unregistered or its process exits; no faulting thread is left
+ * asleep, and no page is installed with data older than a discard the
+ * runtime heard of.
  *
  * Teardown.  vmr_uffd_destroy() shuts the space down (faults in the engine
  * finish or return), unregisters every range (which wakes every thread

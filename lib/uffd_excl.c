@@ -53,9 +53,9 @@
  * made with UFFDIO_COPY_MODE_DONTWAKE, and UFFDIO_WAKE follows
  * vmr_uffd_install_end().
  *
- * Measured (bench_uffd --store=zero --pages=32768, ours / the minimal
- * handler, medians of alternating runs of the two builds, 2 vCPUs,
- * 2026-12-07), the choices against what they replaced:
+ * Measured with bench_uffd --store=zero --pages=32768 on a 2-vCPU VM,
+ * alternating runs of the two builds; ratios are ours / the minimal
+ * handler, medians; the choices against what they replaced:
  *  - a shared rwlock, one read-side atomic per install and sleeps behind
  *    the reader, cost a third of the throughput at two handler threads;
  *  - yielding at once instead of spinning left two handlers at 0.72-0.79,
@@ -63,14 +63,15 @@
  *  - waiting by sched_yield() rather than on the futex took the CPU the
  *    owner needed with more handlers than CPUs: at four handlers 0.685
  *    (quartiles 0.63-0.72) with yields, 0.76 (0.74-0.76) with the futex;
- *    at eight 0.87 against 0.96; at two 0.865 against 0.81, and 0.84 for
- *    the futex in fourteen later runs: noise (--reps=3, sixteen runs).
+ *    at eight 0.87 against 0.96 (four runs); at two 0.865 against 0.81,
+ *    and 0.84 for the futex in fourteen later runs: noise (--reps=3,
+ *    sixteen runs, 2026-12-07).
  *    Pinned to one CPU and with the sleeping store, no difference above
  *    the noise.  Yielding four times before sleeping was no better at two
  *    handlers (0.82) and worse at four (0.69 against 0.75, fourteen runs);
  *  - waking inside the copy took two handlers from 0.78 to 0.68 and four
- *    from 0.76 to 0.61 (--reps=1, ten runs): the extra UFFDIO_WAKE a page
- *    is the better side of the trade;
+ *    from 0.76 to 0.61 (--reps=1, ten runs, 2026-12-07): the extra
+ *    UFFDIO_WAKE a page is the better side of the trade;
  *  - a longer spin helps one count or the other, not both: 2048 spins
  *    read 0.83 against 0.77 at two handlers but 0.72 against 0.74 at
  *    four, 8192 read 0.83 and 0.69 (twelve runs each);
@@ -78,8 +79,8 @@
  *    excluded empty read: 0.79 and 0.76 against 0.75 and 0.74, noise;
  *  - a reader that finds an install still running after its spin, and
  *    lets go of the read mutex and its flag to wait for it holding
- *    nothing: 69.9k against 71.9k pages/s at two handlers, 61.5k against
- *    61.7k at four (eight runs).
+ *    nothing: 69.9k against 71.9k pages/s (not a ratio) at two handlers,
+ *    61.5k against 61.7k at four (eight runs).
  * The runtime with REMOVE events is measured against a hand-written
  * handler that keeps the same exclusion with a rwlock (bench_uffd's
  * minimal_remove).

@@ -15,10 +15,11 @@
  * store again), and installs the page under the fault's lock with
  * UFFDIO_COPY (ZEROPAGE, CONTINUE, WRITEPROTECT as the mapping says:
  * uffd_ioctl.c).  The install is excluded from reads of messages where
- * REMOVE events come, and made only when every event read so far is
- * applied (uffd_excl.c says why).  The fault holds a reference on its
- * mapping from before anything that may drop its lock until it is done
- * with it, so an unmap during the read cannot free it.
+ * REMOVE events come and there are several handler threads, and made only
+ * when every event read so far is applied (uffd_excl.c says why).  The
+ * fault holds a reference on its mapping from before anything that may
+ * drop its lock until it is done with it, so an unmap during the read
+ * cannot free it.
  *
  * Installed pages.  A page's state in its mapping's page map says it was
  * installed, so that a duplicate message only wakes.  That holds as long

@@ -7,12 +7,14 @@
  * batches: by default, one message a read when there are several threads
  * (vmr_uffd_default_batch()).  A thread that wakes reads until a read
  * finds nothing (handler_main()).  Each fault message becomes
- * vmr_handle_fault() on the space, a USER fault (the descriptor hears no
- * other), WRITE if the message says so; the region's handler resolves it
- * (uffd_fault.c).  Each event is applied in the order uffd_event.c keeps.
- * A fault the kernel refused for now (EAGAIN) is deferred: retried after
- * the thread's next read, or within a millisecond when the thread is
- * idle, never in a loop that reads nothing.  On shutdown whatever is still
+ * vmr_handle_fault() on the space, passed as a USER fault (with
+ * UFFD_USER_MODE_ONLY the descriptor hears no other), WRITE if the
+ * message says so; the region's handler resolves it (uffd_fault.c).  Each
+ * event is applied in the order uffd_event.c keeps.  A fault that cannot
+ * be installed yet (the kernel's EAGAIN, a partial copy, or an event read
+ * and not yet applied) is deferred: retried after the thread's next read,
+ * or within a millisecond when the thread is idle, never in a loop that
+ * reads nothing.  On shutdown whatever is still
  * deferred is woken: the teardown has unregistered its range, so its
  * thread's next fault is an ordinary one.
  *

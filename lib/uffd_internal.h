@@ -90,7 +90,11 @@ struct uffd_mapping {
  */
 #define MAX_DEFERRED 256
 
-/* One handler thread and what only it writes. */
+/*
+ * One handler thread.  Its buffers, hint and counters are written by it
+ * alone (the buffers by its starter before it runs); a reader may add
+ * EXCL_WAITER to @installing (uffd_excl.c).
+ */
 struct uffd_handler {
 	struct vmr_uffd *uffd;
 	pthread_t thread;
@@ -117,7 +121,7 @@ struct vmr_uffd {
 	unsigned int page_shift; /* log2(page) */
 	unsigned int nr_threads, batch;
 	struct uffd_handler *handlers;
-	/* Batch order (uffd_event.c). */
+	/* Batch order (uffd_excl.c; uffd_event.c uses it). */
 	pthread_mutex_t read_lock;
 	/* Set while a handler reads messages: no install may run then. */
 	_Atomic uint32_t reading; /* EXCL_* */
@@ -171,7 +175,8 @@ static inline void hcount(struct uffd_handler *h, size_t idx)
 	vmr_count_add(&h->count[idx], 1); /* only its thread writes */
 }
 
-/* The descriptor delivers events: see "Without events" in uffd.c. */
+/* The descriptor delivers events: see "Without events" in
+ * uffd_handler.c. */
 static inline bool has_events(const struct vmr_uffd *u)
 {
 	return u->features & RUNTIME_EVENTS;

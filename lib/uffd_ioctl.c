@@ -3,10 +3,11 @@
  * libvmaretry - the userfaultfd runtime's resolving ioctls, and the
  * classes of their outcomes.
  *
- * Each ioctl reports in one of two encodings, and both are seen: -1 with
+ * COPY, ZEROPAGE, CONTINUE and POISON report in two encodings: -1 with
  * errno, or a count field that holds the bytes done or a negative errno
- * (a partial copy is a count short of the length).  outcome_of() folds
- * both into one class, and the callers act on the class:
+ * (a partial copy is a count short of the length); WRITEPROTECT only in
+ * the first.  EAGAIN is seen in both.  outcome_of() folds them into one
+ * class, and the callers act on the class:
  *   done         the page is installed, and the faulter woken (by the
  *                ioctl, or by UFFDIO_WAKE after a DONTWAKE copy);
  *   EEXIST       someone installed it already: done, and UFFDIO_WAKE;

@@ -69,7 +69,7 @@ void vmr_uffd_mapping_put(struct uffd_mapping *m)
 	}
 }
 
-/* Each of our regions of the space in [start, end), as a copy; a failed
+/* Each uffd region of the space in [start, end), as a copy; a failed
  * allocation ends the list early. */
 size_t vmr_uffd_copy_regions(struct vmr_space *space, uintptr_t start,
 			     uintptr_t end, struct uffd_region_copy **out)
@@ -108,8 +108,9 @@ size_t vmr_uffd_copy_regions(struct vmr_space *space, uintptr_t start,
 }
 
 /* Map each copy of @v, moved by @shift, with a new mapping of [base,
- * base + len) over the copy's store: a copy that cannot be mapped is left
- * out (no memory: its pages then fault as unmapped ones, with SIGBUS). */
+ * base + len) over the copy's store.  A copy that cannot be mapped is left
+ * out: its pages then fault as unmapped ones (poisoned, or zero-filled
+ * where the kernel has no UFFDIO_POISON). */
 void vmr_uffd_map_copies(struct vmr_uffd *u, const struct uffd_region_copy *v,
 			 size_t n, intptr_t shift, uintptr_t base, size_t len)
 {

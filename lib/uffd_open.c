@@ -9,7 +9,8 @@
  * without it on a kernel that predates the flag (EINVAL), then from
  * /dev/userfaultfd (USERFAULTFD_IOC_NEW, Linux 6.1) where the sysctl or a
  * seccomp filter refuses the system call.  Errors name the cause: ENOSYS
- * where neither exists, EPERM where both are refused.
+ * where neither exists, EPERM where one is refused and the other absent or
+ * refused, else the error of the last step tried.
  *
  * UFFDIO_API may be called once on a descriptor, and it fails if asked
  * for a feature the kernel lacks.  So the features the kernel has are
@@ -17,9 +18,15 @@
  * and the runtime's own descriptor asks for what the caller named plus
  * the events and poisoning the kernel has.  EVENT_FORK needs
  * CAP_SYS_PTRACE: refused that (EPERM), the runtime opens another
- * descriptor and asks without it.  A descriptor handed in by another
- * process is adopted: its features were negotiated there
- * (VMR_UFFD_FD_READY), or are negotiated here as for our own.
+ * descriptor of its own and asks without it.  A descriptor handed in is
+ * adopted.  Where VMR_UFFD_FD_READY says UFFDIO_API was called already
+ * (by the process that made it, or by the kernel for a forked child's,
+ * uffd_fork.c), its features are taken as the config names them.
+ * Otherwise UFFDIO_API is called here as for our own descriptor (where
+ * this process may not open one to probe, the kernel is assumed to have
+ * the features the config names and the runtime's events), and a refusal,
+ * EPERM for EVENT_FORK included, is returned: a handed-in descriptor
+ * cannot be asked again.
  */
 #include "uffd_internal.h"
 

@@ -391,7 +391,7 @@ static int run_round(unsigned int round_no, double seconds)
 	/*
 	 * SIGSEGV is legal here: a duplicate message for a page that a
 	 * REMOVE then took out of the space finds no region, and the
-	 * runtime only wakes it (ENOENT), as its design comment says.
+	 * runtime only wakes it (ENOENT), as lib/uffd_ioctl.c says.
 	 */
 	if (st.bad_results || st.result_sigbus || st.result_oom)
 		stress_violation("uffd round %u: %" PRIu64 " bad results, %"
