@@ -77,7 +77,7 @@ void vmr_uffd_apply_event(struct uffd_handler *h, const struct uffd_msg *msg)
 			u, v, n,
 			(intptr_t)(msg->arg.remap.to - msg->arg.remap.from),
 			msg->arg.remap.to, msg->arg.remap.len);
-		vmr_free(v);
+		vmr_uffd_free_copies(v, n);
 		vmr_unmap(u->space, msg->arg.remap.from, msg->arg.remap.len);
 		break;
 	case UFFD_EVENT_FORK:

@@ -56,7 +56,7 @@ int vmr_uffd_child_create(struct vmr_uffd *parent, int fd)
 	for (size_t i = 0; i < n; i++)
 		vmr_uffd_map_copies(child, &v[i], 1, 0, v[i].start,
 				    v[i].end - v[i].start);
-	vmr_free(v);
+	vmr_uffd_free_copies(v, n);
 	/* Its threads start only now (its first fault must find the
 	 * regions), and only where glibc's fork-time locks are free. */
 	pthread_mutex_lock(&parent->children_lock);

@@ -96,6 +96,25 @@ static enum outcome poison_unless_mapped(struct uffd_handler *h, uintptr_t addr,
 	return o;
 }
 
+/*
+ * The fault at @addr was poisoned (or not) with outcome @o: whether it is
+ * done (false: defer it).  A poison that failed woke nobody: wake the
+ * thread, which faults again, rather than leave it asleep.
+ */
+static bool poisoned(struct uffd_handler *h, uintptr_t addr, enum outcome o)
+{
+	switch (o) {
+	case OUT_AGAIN:
+		return false;
+	case OUT_GONE:
+	case OUT_FAILED:
+		vmr_uffdio_wake(h, addr, h->uffd->page);
+		return true;
+	default: /* woken by the ioctl (OUT_EXISTS: by settling), or dead */
+		return true;
+	}
+}
+
 /* One page-fault message; false if it must be retried later (EAGAIN). */
 static bool handle_fault_msg(struct uffd_handler *h, const struct uffd_msg *msg,
 			     bool follows)
@@ -134,8 +153,7 @@ static bool handle_fault_msg(struct uffd_handler *h, const struct uffd_msg *msg,
 	case FAULT_DEAD:
 		return true;
 	case FAULT_FAILED:
-		vmr_uffdio_poison(h, addr);
-		return true;
+		return poisoned(h, addr, vmr_uffdio_poison(h, addr));
 	case FAULT_DONE:
 		break;
 	}
@@ -151,15 +169,7 @@ static bool handle_fault_msg(struct uffd_handler *h, const struct uffd_msg *msg,
 	 * hang; a stale message finds the range gone (ENOENT): wake it. */
 	o = (res & VMR_FAULT_SIGSEGV) ? poison_unless_mapped(h, addr, fflags) :
 					vmr_uffdio_poison(h, addr);
-	switch (o) {
-	case OUT_AGAIN:
-		return false;
-	case OUT_GONE:
-		vmr_uffdio_wake(h, addr, u->page);
-		return true;
-	default:
-		return true;
-	}
+	return poisoned(h, addr, o);
 }
 
 static void wake_msg(struct uffd_handler *h, const struct uffd_msg *msg)

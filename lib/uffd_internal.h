@@ -288,6 +288,7 @@ struct uffd_region_copy {
 
 size_t vmr_uffd_copy_regions(struct vmr_space *space, uintptr_t start,
 			     uintptr_t end, struct uffd_region_copy **out);
+void vmr_uffd_free_copies(struct uffd_region_copy *v, size_t n);
 void vmr_uffd_map_copies(struct vmr_uffd *u, const struct uffd_region_copy *v,
 			 size_t n, intptr_t shift, uintptr_t base, size_t len);
 

@@ -22,7 +22,8 @@
  *   ESRCH        the process exited: the runtime is dead, threads idle
  *                (ENOSPC before Linux 4.13);
  *   other        a bug or a hostile range: poison the page (or zero it),
- *                which wakes the faulter.
+ *                which wakes the faulter; where that fails too, wake it,
+ *                and its thread faults again rather than sleep.
  * A fault that does not resolve from the store (no region, a forbidden
  * access, a store error) is poisoned, so the faulting thread gets SIGBUS
  * instead of sleeping forever; a stale message (a duplicate read after its

@@ -8,8 +8,9 @@
  * kernel.  A region split or copied by the space shares its mapping
  * (region_open() in uffd_fault.c takes a reference for the new piece,
  * region_close() drops it), so the mapping lives as long as any piece of
- * it, and as long as any fault that references it (uffd_fault.c takes its
- * own reference across a call that may drop its lock).  A region is
+ * it, as long as any fault that references it (uffd_fault.c takes its
+ * own reference across a call that may drop its lock), and as long as a
+ * copy of its regions for an event (below).  A region is
  * closed once no fault holds or can find it (space.h), so the last
  * reference frees the page map and the mapping with nobody left to use
  * them.
@@ -69,8 +70,13 @@ void vmr_uffd_mapping_put(struct uffd_mapping *m)
 	}
 }
 
-/* Each uffd region of the space in [start, end), as a copy; a failed
- * allocation ends the list early. */
+/*
+ * Each uffd region of the space in [start, end), as a copy; a failed
+ * allocation ends the list early.  Each copy holds a reference on its
+ * mapping, taken under the space lock while the region holds one: an
+ * unmap once the lock is dropped may close the region, and the mapping's
+ * store and ops are read after that.  vmr_uffd_free_copies() drops them.
+ */
 size_t vmr_uffd_copy_regions(struct vmr_space *space, uintptr_t start,
 			     uintptr_t end, struct uffd_region_copy **out)
 {
@@ -100,11 +106,20 @@ size_t vmr_uffd_copy_regions(struct vmr_space *space, uintptr_t start,
 		v[n].prot = r->prot;
 		v[n].offset = r->offset + (v[n].start - r->start);
 		v[n].m = r->private_data;
+		vmr_uffd_mapping_get(v[n].m);
 		n++;
 	}
 	vmr_space_read_unlock(space);
 	*out = v;
 	return n;
+}
+
+/* Drop the references of vmr_uffd_copy_regions()'s @n copies, and @v. */
+void vmr_uffd_free_copies(struct uffd_region_copy *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		vmr_uffd_mapping_put(v[i].m);
+	vmr_free(v);
 }
 
 /* Map each copy of @v, moved by @shift, with a new mapping of [base,
