@@ -1997,13 +1997,15 @@ END_TEST
 /* _i: policies[_i / 2], granularity _i % 2. */
 START_TEST(test_every_page_reads_its_store_contents_under_each_policy)
 {
+	const unsigned int threads = 2;
+
 	RUNTIME_OR_SKIP(.policy = policies[_i / 2],
 			.granularity = (enum vmr_lock_granularity)(_i % 2),
-			.threads = 2);
+			.threads = threads);
 	/* Some reads are slow, so that faults meet them under way. */
 	store.slow_every = 16;
 	store.delay_us = 100;
-	every_page_reads_its_store(2);
+	every_page_reads_its_store(threads);
 }
 END_TEST
 
